@@ -1,0 +1,337 @@
+//! The command line: clap definitions (their doc comments are the `--help` text) and the
+//! dispatch from a parsed command to the library. Progress output lives here only.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::check::{render_text, run_check, CheckOptions};
+use crate::config::{Config, GlobalFlags, LogFormat};
+use crate::demo::{run_demo, DemoOptions};
+use crate::error::{Error, Result, EXIT_OK};
+use crate::sample_app;
+use crate::snapshot::{render_summary, run_snapshot, LoadProgress, SnapshotOptions};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  error (the message says what failed and what to do)
+  2  usage error (a flag, the config file or a value in it is wrong)
+  3  finished, but the data needs attention (values that would be quarantined, differences found)
+
+The target URL may also come from SQLITE2PG_TARGET or DATABASE_URL (prefer these to --target so
+the password stays out of the process list). TLS follows libpq: sslmode=disable|prefer|require|
+verify-ca|verify-full and sslrootcert=PATH in the URL.";
+
+/// Move a live application from SQLite to PostgreSQL with a write pause measured in milliseconds.
+#[derive(Debug, Parser)]
+#[command(name = "sqlite2pg", version, after_help = EXIT_CODES, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command shares.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The application's SQLite database file.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub source: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://user:password@host:port/db?sslmode=...); also read from
+    /// SQLITE2PG_TARGET or DATABASE_URL.
+    #[arg(long, global = true, value_name = "URL")]
+    pub target: Option<String>,
+    /// PostgreSQL schema the tables go to [default: public].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub schema: Option<String>,
+    /// Where sqlite2pg keeps its state, backups and reports (created 0700)
+    /// [default: <source>.sqlite2pg/ beside the source].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// TOML file with the same keys as these options, plus [columns] type overrides; flags win.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// More log output (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Less log output (errors only).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+}
+
+impl GlobalArgs {
+    pub fn flags(&self) -> GlobalFlags {
+        GlobalFlags {
+            source: self.source.clone(),
+            target: self.target.clone(),
+            schema: self.schema.clone(),
+            state_dir: self.state_dir.clone(),
+            config: self.config.clone(),
+            log_format: self.log_format,
+        }
+    }
+
+    /// The tracing filter these flags ask for (RUST_LOG wins when set).
+    pub fn log_level(&self) -> &'static str {
+        match (self.quiet, self.verbose) {
+            (q, _) if q > 0 => "error",
+            (_, 0) => "warn",
+            (_, 1) => "info",
+            (_, 2) => "debug",
+            _ => "trace",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pre-migration checks of the source and the target, as one report.
+    Check(CheckArgs),
+    /// Translate the schema and bulk-copy every table into PostgreSQL (COPY BINARY), then keys,
+    /// indexes, foreign keys, identities, views. Re-running resumes an unfinished snapshot.
+    Snapshot(SnapshotArgs),
+    /// Run the built-in demo: a sample app database with a live writer, migrated end to end
+    /// (against a private PostgreSQL started for the demo when no --target is given).
+    Demo(DemoArgs),
+    /// Create the demo's sample application database, or run its live writer against one.
+    #[command(subcommand)]
+    SampleApp(SampleAppCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Take a verified online backup into the state directory (works while the app writes).
+    #[arg(long)]
+    pub backup: bool,
+    /// Only these tables (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "T1,T2")]
+    pub tables: Option<Vec<String>>,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Only these tables (comma-separated); refused if a foreign key would point outside them.
+    #[arg(long, value_delimiter = ',', value_name = "T1,T2")]
+    pub tables: Option<Vec<String>>,
+    /// Parallel copy workers (tables and rowid ranges of large tables) [default: CPU cores].
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Rows per COPY chunk sent to PostgreSQL.
+    #[arg(long, default_value_t = 10_000)]
+    pub batch_size: usize,
+    /// Keep identifiers' exact case instead of folding ASCII letters to lower case.
+    #[arg(long)]
+    pub keep_case: bool,
+    /// Copy tables without a primary key, keyed by their SQLite rowid in a `sqlite_rowid` column.
+    #[arg(long)]
+    pub allow_rowid_key: bool,
+    /// Drop target tables of the same names that sqlite2pg did not create.
+    #[arg(long)]
+    pub drop_existing: bool,
+    /// Start from a new backup even if an unfinished snapshot could be resumed.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Compare per-table row counts after the copy (source rows = target rows + quarantined).
+    #[arg(long)]
+    pub validate: bool,
+    /// Tables with more rows are split into rowid ranges of about this many rows, copied in parallel.
+    #[arg(long, default_value_t = crate::snapshot::DEFAULT_RANGE_ROWS, hide = true)]
+    pub range_rows: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Sample app size: 1.0 = 10k users, 1M jobs, 2M job history rows.
+    #[arg(long, default_value_t = 0.02)]
+    pub scale: f64,
+    /// Live writer transactions per second while the demo runs.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// Work directory for the sample database and state [default: a new temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Keep the work directory when the demo ends.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SampleAppCommand {
+    /// Create the sample app database at --source.
+    Generate {
+        /// 1.0 = 10k users, 1M jobs, 2M job history rows.
+        #[arg(long, default_value_t = 0.01)]
+        scale: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Write to the sample app database at --source like the real app would, until the time is up.
+    Write {
+        /// Transactions per second.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// How long to write, in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 2)]
+        seed: u64,
+    },
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    let config = Config::resolve(&cli.global.flags())?;
+    match cli.command {
+        Command::Check(args) => check(&config, args),
+        Command::Snapshot(args) => snapshot(&config, args),
+        Command::Demo(args) => run_demo(
+            &config,
+            &DemoOptions {
+                scale: args.scale,
+                rate: args.rate,
+                dir: args.dir,
+                keep: args.keep,
+            },
+        ),
+        Command::SampleApp(cmd) => sample_app_command(&config, cmd),
+    }
+}
+
+fn check(config: &Config, args: CheckArgs) -> Result<i32> {
+    let report = run_check(
+        config,
+        &CheckOptions {
+            backup: args.backup,
+            tables: args.tables,
+        },
+    )?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a check report always serialises")
+        );
+    } else {
+        print!("{}", render_text(&report));
+    }
+    Ok(report.exit_code())
+}
+
+fn snapshot(config: &Config, args: SnapshotArgs) -> Result<i32> {
+    let opts = SnapshotOptions {
+        tables: args.tables,
+        jobs: args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        batch_size: args.batch_size,
+        keep_case: args.keep_case,
+        allow_rowid_key: args.allow_rowid_key,
+        drop_existing: args.drop_existing,
+        fresh: args.fresh,
+        validate: args.validate,
+        range_rows: args.range_rows,
+    };
+    let report = run_snapshot(config, &opts, &show_progress)?;
+    print!("{}", render_summary(&report));
+    Ok(report.exit_code())
+}
+
+/// Per-table progress bars on a terminal; a log line every few seconds otherwise.
+pub fn show_progress(progress: &LoadProgress, done: &AtomicBool) {
+    use std::io::IsTerminal;
+    let tick = std::time::Duration::from_millis(200);
+    if !std::io::stderr().is_terminal() {
+        let mut last = std::time::Instant::now();
+        while !done.load(Ordering::Relaxed) {
+            std::thread::sleep(tick);
+            if last.elapsed().as_secs() >= 5 {
+                last = std::time::Instant::now();
+                let copied: u64 = progress
+                    .tables
+                    .iter()
+                    .map(|t| t.2.load(Ordering::Relaxed))
+                    .sum();
+                let total: u64 = progress.tables.iter().map(|t| t.1).sum();
+                tracing::info!(copied, total, "snapshot progress");
+            }
+        }
+        return;
+    }
+    let multi = MultiProgress::new();
+    let style = ProgressStyle::with_template(
+        "{prefix:>24} {wide_bar} {pos}/{len} rows {per_sec} eta {eta}",
+    )
+    .expect("a valid progress template");
+    let bars: Vec<ProgressBar> = progress
+        .tables
+        .iter()
+        .map(|(name, rows, _)| {
+            multi.add(
+                ProgressBar::new(*rows)
+                    .with_style(style.clone())
+                    .with_prefix(name.clone()),
+            )
+        })
+        .collect();
+    while !done.load(Ordering::Relaxed) {
+        for (bar, (_, _, copied)) in bars.iter().zip(&progress.tables) {
+            bar.set_position(copied.load(Ordering::Relaxed));
+        }
+        std::thread::sleep(tick);
+    }
+    for bar in bars {
+        bar.finish();
+    }
+}
+
+fn sample_app_command(config: &Config, cmd: SampleAppCommand) -> Result<i32> {
+    let path = config.require_source()?;
+    match cmd {
+        SampleAppCommand::Generate { scale, seed } => {
+            let summary = sample_app::generate(path, &sample_app::GenerateOptions { scale, seed })?;
+            for t in &summary.tables {
+                println!("{:<14} {:>10} rows", t.table, t.rows);
+            }
+            println!(
+                "created {} in {:.1} s",
+                path.display(),
+                summary.elapsed.as_secs_f64()
+            );
+        }
+        SampleAppCommand::Write {
+            rate,
+            seconds,
+            seed,
+        } => {
+            if !(seconds.is_finite() && seconds > 0.0) {
+                return Err(Error::Config {
+                    field: "--seconds".into(),
+                    reason: "must be a positive number".into(),
+                });
+            }
+            let writer = sample_app::LiveWriter::start(
+                path,
+                sample_app::WriterOptions {
+                    rate_per_sec: rate,
+                    seed,
+                },
+            )?;
+            std::thread::sleep(std::time::Duration::from_secs_f64(seconds));
+            let stats = writer.stop()?;
+            println!(
+                "{}",
+                serde_json::to_string(&stats).expect("writer stats always serialise")
+            );
+        }
+    }
+    Ok(EXIT_OK)
+}

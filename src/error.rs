@@ -1,0 +1,170 @@
+//! The one error type of sqlite2pg. Every variant names what the operator needs to act on: the
+//! operation, the file or (redacted) target, and where it applies the table, row key and column.
+//! `kind()` classifies an error (transient, fatal) and `hint()` says what to do about it. Keeps
+//! promise 3 ("nothing lost") honest: errors are returned, never logged and skipped.
+
+use std::path::PathBuf;
+
+/// Exit code: the command did what was asked.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: the command failed; the message says why and what to do.
+pub const EXIT_ERROR: i32 = 1;
+/// Exit code: the command line or the config file is wrong.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: the command finished, but the data needs attention (problems found by `check`,
+/// quarantined rows, differences).
+pub const EXIT_ATTENTION: i32 = 3;
+
+/// Boxed cause for errors whose source type varies (TLS, certificate parsing).
+pub type BoxedCause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {field}: {reason}")]
+    Config { field: String, reason: String },
+
+    #[error("cannot {op} {}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{} is not a SQLite database ({detail})", path.display())]
+    SourceNotSqlite { path: PathBuf, detail: String },
+
+    #[error("SQLite database {} is corrupt: {detail}", path.display())]
+    SourceCorrupt { path: PathBuf, detail: String },
+
+    #[error("SQLite {op} failed on {}{}", path.display(), table.as_deref().map(|t| format!(" (table {t:?})")).unwrap_or_default())]
+    Source {
+        op: &'static str,
+        path: PathBuf,
+        table: Option<String>,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("invalid PostgreSQL target {target}: {reason}")]
+    TargetUrl { target: String, reason: String },
+
+    #[error("cannot connect to PostgreSQL at {target}")]
+    TargetConnect {
+        target: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    #[error("PostgreSQL {op} failed{}", table.as_deref().map(|t| format!(" (table {t:?})")).unwrap_or_default())]
+    Target {
+        op: &'static str,
+        table: Option<String>,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    #[error("TLS setup for PostgreSQL failed: {reason}")]
+    Tls {
+        reason: String,
+        #[source]
+        source: Option<BoxedCause>,
+    },
+
+    #[error("private PostgreSQL cluster: {op} failed: {detail}")]
+    Cluster { op: &'static str, detail: String },
+
+    #[error("sample application: {op} failed on {}", path.display())]
+    SampleApp {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+/// How the caller should treat an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Retrying later may succeed (network, server restart, lock held by the application).
+    Transient,
+    /// Retrying will not help until the operator changes something.
+    Fatal,
+    /// The user's input (flags, config) is wrong.
+    Usage,
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Config { .. } | Error::TargetUrl { .. } => ErrorKind::Usage,
+            Error::TargetConnect { source, .. } if source.as_db_error().is_none() => {
+                ErrorKind::Transient
+            }
+            Error::Source { source, .. } if is_sqlite_busy(source) => ErrorKind::Transient,
+            _ => ErrorKind::Fatal,
+        }
+    }
+
+    /// The process exit code this error maps to.
+    pub fn exit_code(&self) -> i32 {
+        match self.kind() {
+            ErrorKind::Usage => EXIT_USAGE,
+            _ => EXIT_ERROR,
+        }
+    }
+
+    /// What the operator can do about it, in one sentence.
+    pub fn hint(&self) -> Option<String> {
+        let hint = match self {
+            Error::Config { .. } => "fix the flag or the key in the config file and run again",
+            Error::SourceNotSqlite { .. } => {
+                "check --source: it must name the application's SQLite database file"
+            }
+            Error::SourceCorrupt { .. } => {
+                "the source fails SQLite's integrity check: restore it from a backup or repair it \
+                 (sqlite3 db '.recover') before migrating; copying a corrupt file would copy the damage"
+            }
+            Error::Source { source, .. } if is_sqlite_busy(source) => {
+                "the application holds a lock; sqlite2pg waited its busy timeout — try again"
+            }
+            Error::TargetUrl { .. } => {
+                "pass --target postgres://USER:PASSWORD@HOST:PORT/DBNAME (or SQLITE2PG_TARGET / DATABASE_URL)"
+            }
+            Error::TargetConnect { source, .. } => return Some(connect_hint(source)),
+            Error::Tls { .. } => {
+                "check sslmode and sslrootcert in the target URL; sslmode=verify-full needs the server's CA \
+                 certificate and a host name matching the server certificate"
+            }
+            Error::Cluster { .. } => {
+                "install the PostgreSQL server binaries (bin/set-up does) or pass --target"
+            }
+            _ => return None,
+        };
+        Some(hint.to_string())
+    }
+}
+
+fn is_sqlite_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+fn connect_hint(source: &tokio_postgres::Error) -> String {
+    use tokio_postgres::error::SqlState;
+    match source.as_db_error().map(|d| d.code().clone()) {
+        Some(c) if c == SqlState::INVALID_PASSWORD || c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
+            "PostgreSQL refused the user name or password in the target URL: check them (the password is not shown here)".into()
+        }
+        Some(c) if c == SqlState::INVALID_CATALOG_NAME => {
+            "the database in the target URL does not exist: create it (createdb NAME) or name another".into()
+        }
+        Some(_) => "PostgreSQL refused the connection: see the cause above".into(),
+        None => "is the server running and reachable at that host and port? (check the URL, the firewall and pg_hba.conf)".into(),
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,42 @@
+//! Named fault points at durability boundaries, for crash tests. When the environment variable
+//! `SQLITE2PG_FAULT` names a point, the process aborts there — like `kill -9`, with no
+//! destructors, no flush and no rollback — so a test can check that a resumed run loses and
+//! duplicates nothing. Unset (always, outside tests), a fault point costs one cached lookup.
+
+use std::sync::OnceLock;
+
+/// The variable that arms a fault point: `SQLITE2PG_FAULT=<point>` or `<point>@<n>` (the n-th hit).
+pub const FAULT_ENV: &str = "SQLITE2PG_FAULT";
+
+/// After a range's COPY finished, before its transaction commits.
+pub const SNAPSHOT_BEFORE_RANGE_COMMIT: &str = "snapshot.before_range_commit";
+/// After a range committed, before the next one starts.
+pub const SNAPSHOT_AFTER_RANGE_COMMIT: &str = "snapshot.after_range_commit";
+/// After the load, before keys and indexes are built.
+pub const SNAPSHOT_BEFORE_POST_LOAD: &str = "snapshot.before_post_load";
+
+fn armed() -> Option<&'static (String, u64)> {
+    static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    ARMED
+        .get_or_init(|| {
+            let spec = std::env::var(FAULT_ENV).ok()?;
+            match spec.split_once('@') {
+                Some((point, n)) => Some((point.to_string(), n.parse().unwrap_or(1))),
+                None => Some((spec, 1)),
+            }
+        })
+        .as_ref()
+}
+
+/// Aborts the process when `point` is armed and this is the armed hit.
+pub fn hit(point: &str) {
+    static HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if let Some((armed_point, nth)) = armed() {
+        if armed_point == point
+            && HITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == *nth
+        {
+            eprintln!("sqlite2pg: fault point {point} hit: aborting");
+            std::process::abort();
+        }
+    }
+}

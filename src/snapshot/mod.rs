@@ -1,0 +1,370 @@
+//! `sqlite2pg snapshot`: the schema translated and every table bulk-copied into PostgreSQL from
+//! one consistent view of the source (a verified online backup), then keys, indexes, foreign
+//! keys, identities, views and statistics after the load. Re-running resumes from what the target
+//! recorded (same source snapshot) and never touches a table sqlite2pg did not create, unless
+//! told to. Keeps promise 3: a value that does not fit is quarantined and counted, never dropped.
+
+pub mod copy;
+pub mod plan;
+mod post_load;
+mod report;
+mod state_file;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_postgres::Client;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::source::introspect::{read_schema, Schema, Table};
+use crate::source::order::migration_order;
+use crate::source::profile::profile_table;
+use crate::target::ddl::{create_table, qualified};
+use crate::target::state::{
+    ensure_state, finish_load, ranges_done, start_table, table_state, TableStatus,
+};
+use copy::{run_jobs, CopyJob, CopySettings};
+use plan::{check_table_names, plan_table, TablePlan};
+pub use report::{render_summary, SnapshotReport, TableSummary};
+use state_file::SnapshotSource;
+
+/// Rows per rowid range when a large table is split for parallel copy: big enough that the
+/// per-COPY overhead vanishes, small enough that two workers share a 1M-row table evenly.
+pub const DEFAULT_RANGE_ROWS: u64 = 250_000;
+
+const TARGET_TABLE_EXISTS: &str =
+    "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = $1 AND c.relname = $2)";
+
+#[derive(Debug, Clone)]
+pub struct SnapshotOptions {
+    pub tables: Option<Vec<String>>,
+    pub jobs: usize,
+    pub batch_size: usize,
+    pub keep_case: bool,
+    pub allow_rowid_key: bool,
+    pub drop_existing: bool,
+    /// Ignore an unfinished earlier snapshot and start from a new backup.
+    pub fresh: bool,
+    pub validate: bool,
+    /// Tables with more rows are split into rowid ranges of about this many rows.
+    pub range_rows: u64,
+}
+
+/// Live counters the command line turns into progress bars.
+#[derive(Debug, Clone)]
+pub struct LoadProgress {
+    /// (table, rows to copy, rows copied so far)
+    pub tables: Vec<(String, u64, Arc<AtomicU64>)>,
+}
+
+/// Runs the snapshot. `watch` is called once the copy starts, on its own thread, with the
+/// counters and a flag that turns true when the copy ends.
+pub fn run_snapshot(
+    config: &Config,
+    opts: &SnapshotOptions,
+    watch: &(dyn Fn(&LoadProgress, &std::sync::atomic::AtomicBool) + Sync),
+) -> Result<SnapshotReport> {
+    let started = Instant::now();
+    let target = config.require_target()?.clone();
+    let source = SnapshotSource::prepare(config, opts.fresh)?;
+    let conn = copy::open_snapshot(&source.file)?;
+    let schema = read_schema(&conn, &source.file)?;
+    let tables = select_tables(&schema, opts.tables.as_deref())?;
+    let mut plans = Vec::new();
+    for table in &tables {
+        let profile = profile_table(&conn, &source.file, table, &config.columns, config.convert)?;
+        plans.push(plan_table(
+            table,
+            &profile,
+            opts.keep_case,
+            opts.allow_rowid_key,
+            config.convert,
+        )?);
+    }
+    check_table_names(&plans)?;
+    let runtime = runtime()?;
+    let mut client = runtime.block_on(target.connect())?;
+    runtime.block_on(prepare_target(
+        &client,
+        config,
+        opts,
+        &mut plans,
+        &source.fingerprint,
+    ))?;
+    let jobs = runtime.block_on(build_jobs(
+        &client,
+        &conn,
+        &source,
+        &config.schema,
+        &plans,
+        opts.range_rows,
+    ))?;
+    let progress = LoadProgress {
+        tables: plans
+            .iter()
+            .map(|p| (p.source.clone(), p.rows, Arc::new(AtomicU64::new(0))))
+            .collect(),
+    };
+    let jobs: Vec<CopyJob> = jobs
+        .into_iter()
+        .map(|mut j| {
+            j.progress = progress
+                .tables
+                .iter()
+                .find(|t| t.0 == j.plan.source)
+                .map(|t| t.2.clone())
+                .unwrap_or_default();
+            j
+        })
+        .collect();
+    let settings = CopySettings {
+        snapshot_file: source.file.clone(),
+        target: target.clone(),
+        schema: config.schema.clone(),
+        batch_rows: opts.batch_size.max(1),
+        convert: config.convert,
+    };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let outcomes = std::thread::scope(|s| {
+        s.spawn(|| watch(&progress, &done));
+        let result = run_jobs(&settings, jobs, opts.jobs);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
+    })?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    for p in &plans {
+        runtime.block_on(finish_load(&client, &config.schema, &p.target))?;
+    }
+    crate::fault::hit(crate::fault::SNAPSHOT_BEFORE_POST_LOAD);
+    let post = runtime.block_on(post_load::run(
+        &mut client,
+        &conn,
+        &source.file,
+        config,
+        opts,
+        &schema,
+        &plans,
+    ))?;
+    let report = runtime.block_on(report::build(
+        &client,
+        config,
+        opts,
+        &source,
+        &plans,
+        &outcomes,
+        post,
+        load_seconds,
+        started,
+    ))?;
+    source.complete(&report)?;
+    Ok(report)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            op: "start the async runtime for",
+            path: "PostgreSQL".into(),
+            source,
+        })
+}
+
+/// The selected tables in migration order; refuses a selection that leaves a foreign key
+/// pointing at a table that is not copied.
+fn select_tables(schema: &Schema, names: Option<&[String]>) -> Result<Vec<Table>> {
+    let order = migration_order(schema);
+    let wanted: Option<BTreeSet<String>> =
+        names.map(|n| n.iter().map(|s| s.to_lowercase()).collect());
+    if let Some(w) = &wanted {
+        if let Some(missing) = w.iter().find(|n| schema.table(n).is_none()) {
+            return Err(Error::Config {
+                field: "--tables".into(),
+                reason: format!("no table {missing:?} in the source"),
+            });
+        }
+    }
+    let chosen: Vec<Table> = order
+        .tables
+        .iter()
+        .filter_map(|n| schema.table(n))
+        .filter(|t| {
+            wanted
+                .as_ref()
+                .is_none_or(|w| w.contains(&t.name.to_lowercase()))
+        })
+        .cloned()
+        .collect();
+    let names: BTreeSet<String> = chosen.iter().map(|t| t.name.to_lowercase()).collect();
+    for t in &chosen {
+        if let Some(fk) = t
+            .foreign_keys
+            .iter()
+            .find(|fk| !names.contains(&fk.parent_table.to_lowercase()))
+        {
+            return Err(Error::Config {
+                field: "--tables".into(),
+                reason: format!(
+                    "table {:?} has a foreign key to {:?}, which is not selected: add it to --tables so the key has something to point to",
+                    t.name, fk.parent_table
+                ),
+            });
+        }
+    }
+    Ok(chosen)
+}
+
+/// Creates the state schema and every target table that is not already loading from this same
+/// source snapshot; refuses tables sqlite2pg did not create unless `--drop-existing`.
+async fn prepare_target(
+    client: &Client,
+    config: &Config,
+    opts: &SnapshotOptions,
+    plans: &mut [TablePlan],
+    fingerprint: &str,
+) -> Result<()> {
+    ensure_state(client).await?;
+    let schema = &config.schema;
+    let err = |op, table: &str| {
+        let table = Some(table.to_string());
+        move |source| Error::Target { op, table, source }
+    };
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            crate::translate::quote_pg(schema)
+        ))
+        .await
+        .map_err(err("create the target schema", schema))?;
+    for plan in plans.iter_mut() {
+        let exists: bool = client
+            .query_one(TARGET_TABLE_EXISTS, &[schema, &plan.target])
+            .await
+            .map_err(err("look for the table", &plan.source))?
+            .get(0);
+        let ours = table_state(client, schema, &plan.target).await?;
+        match (exists, &ours) {
+            (true, Some((fp, _))) if fp == fingerprint => continue,
+            (true, None) if !opts.drop_existing => {
+                return Err(Error::Config {
+                    field: "--schema".into(),
+                    reason: format!(
+                        "{} already exists and sqlite2pg did not create it: use another --schema, drop it, or pass --drop-existing",
+                        qualified(schema, &plan.target)
+                    ),
+                })
+            }
+            _ => {}
+        }
+        create(client, schema, plan).await?;
+        start_table(client, schema, &plan.target, &plan.source, fingerprint).await?;
+    }
+    Ok(())
+}
+
+/// Drops and creates one table; when PostgreSQL refuses a generated column's expression, the
+/// generated columns become plain columns holding SQLite's values (noted in the report).
+async fn create(client: &Client, schema: &str, plan: &mut TablePlan) -> Result<()> {
+    let sql = |plan: &TablePlan| {
+        format!(
+            "DROP TABLE IF EXISTS {} CASCADE;\n{};",
+            qualified(schema, &plan.target),
+            create_table(schema, plan)
+        )
+    };
+    match client.batch_execute(&sql(plan)).await {
+        Err(e) if plan.has_generated() => {
+            let reason = e
+                .as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_string());
+            plan.demote_generated(&reason);
+            client.batch_execute(&sql(plan)).await
+        }
+        other => other,
+    }
+    .map_err(|source| Error::Target {
+        op: "create the table",
+        table: Some(plan.source.clone()),
+        source,
+    })
+}
+
+/// The copy jobs still to run: whole tables, or rowid ranges of large rowid tables, skipping
+/// ranges a previous run committed. Largest first, so the long ones start early.
+async fn build_jobs(
+    client: &Client,
+    conn: &rusqlite::Connection,
+    source: &SnapshotSource,
+    schema: &str,
+    plans: &[TablePlan],
+    range_rows: u64,
+) -> Result<Vec<CopyJob>> {
+    let mut jobs = Vec::new();
+    for plan in plans {
+        match table_state(client, schema, &plan.target).await? {
+            Some((_, TableStatus::Loading)) => {}
+            _ => continue,
+        }
+        let done = ranges_done(client, schema, &plan.target).await?;
+        let plan = Arc::new(plan.clone());
+        for range in ranges(conn, source, &plan, range_rows)? {
+            let job = CopyJob {
+                plan: plan.clone(),
+                range,
+                progress: Arc::default(),
+            };
+            if !done.contains(&job.range_start()) {
+                jobs.push(job);
+            }
+        }
+    }
+    jobs.sort_by_key(|j| {
+        std::cmp::Reverse(j.range.map_or(j.plan.rows, |(lo, hi)| (hi - lo) as u64))
+    });
+    Ok(jobs)
+}
+
+/// Splits a large rowid table into rowid ranges of about `range_rows` rows.
+fn ranges(
+    conn: &rusqlite::Connection,
+    source: &SnapshotSource,
+    plan: &TablePlan,
+    range_rows: u64,
+) -> Result<Vec<Option<(i64, i64)>>> {
+    if !plan.has_rowid || plan.rows <= range_rows {
+        return Ok(vec![None]);
+    }
+    let sql = format!(
+        "SELECT min(rowid), max(rowid) FROM {}",
+        crate::source::quote_ident(&plan.source)
+    );
+    let path = source.file.clone();
+    let (lo, hi): (i64, i64) = conn
+        .query_row(&sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(|e| Error::Source {
+            op: "find the rowid range",
+            path,
+            table: Some(plan.source.clone()),
+            source: e,
+        })?;
+    let parts = plan.rows.div_ceil(range_rows.max(1)).max(1) as i128;
+    let width = ((i128::from(hi) - i128::from(lo) + 1) / parts).max(1);
+    let mut out = Vec::new();
+    let mut start = i128::from(lo);
+    while start <= i128::from(hi) {
+        let end = (start + width - 1).min(i128::from(hi));
+        let end = if out.len() as i128 == parts - 1 {
+            i128::from(hi)
+        } else {
+            end
+        };
+        out.push(Some((start as i64, end as i64)));
+        start = end + 1;
+    }
+    Ok(out)
+}

@@ -1,0 +1,124 @@
+//! The snapshot's record in the state directory (`snapshot.json`): which verified backup the
+//! copy reads (its path and blake3 — the source position the snapshot corresponds to), and
+//! whether the run completed. A re-run after a failure reuses the same backup, so every table
+//! comes from one consistent source state; `--fresh` or a completed run takes a new one.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::SnapshotReport;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::source::backup::verified_backup;
+use crate::source::open_read_only;
+
+const STATE_FILE: &str = "snapshot.json";
+const REPORT_FILE: &str = "snapshot-report.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    /// The backup file the copy reads.
+    backup: PathBuf,
+    /// blake3 of that file: the identity of the source state copied.
+    blake3: String,
+    started_at: String,
+    /// `running` or `complete`.
+    status: String,
+    /// The highest change sequence the snapshot includes; `null` until change capture exists.
+    change_seq: Option<i64>,
+}
+
+/// The consistent source the copy reads.
+#[derive(Debug, Clone)]
+pub struct SnapshotSource {
+    pub file: PathBuf,
+    pub fingerprint: String,
+    state_dir: PathBuf,
+    record: Record,
+}
+
+impl SnapshotSource {
+    /// Reuses the backup of an unfinished run (unless `fresh`), else takes a verified backup.
+    pub fn prepare(config: &Config, fresh: bool) -> Result<SnapshotSource> {
+        let state_dir = config.ensure_state_dir()?;
+        let path = state_dir.join(STATE_FILE);
+        if let Some(record) =
+            read_record(&path)?.filter(|r| !fresh && r.status == "running" && r.backup.exists())
+        {
+            tracing::info!(backup = %record.backup.display(), "resuming the unfinished snapshot from its backup");
+            return Ok(SnapshotSource {
+                file: record.backup.clone(),
+                fingerprint: record.blake3.clone(),
+                state_dir,
+                record,
+            });
+        }
+        let source_path = config.require_source()?;
+        let conn = open_read_only(source_path)?;
+        let backup = verified_backup(&conn, source_path, &state_dir)?;
+        let record = Record {
+            backup: backup.path.clone(),
+            blake3: backup.blake3.clone(),
+            started_at: chrono::Utc::now().to_rfc3339(),
+            status: "running".into(),
+            change_seq: None,
+        };
+        write_json(&path, &record)?;
+        Ok(SnapshotSource {
+            file: backup.path,
+            fingerprint: backup.blake3,
+            state_dir,
+            record,
+        })
+    }
+
+    /// Records the run as complete and writes the report beside it.
+    pub fn complete(&self, report: &SnapshotReport) -> Result<()> {
+        write_json(&self.state_dir.join(REPORT_FILE), report)?;
+        let record = Record {
+            status: "complete".into(),
+            ..self.record.clone()
+        };
+        write_json(&self.state_dir.join(STATE_FILE), &record)
+    }
+
+    pub fn report_path(&self) -> PathBuf {
+        self.state_dir.join(REPORT_FILE)
+    }
+}
+
+fn read_record(path: &Path) -> Result<Option<Record>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Config {
+                field: path.display().to_string(),
+                reason: format!(
+                    "unreadable snapshot record ({e}); delete it to start a fresh snapshot"
+                ),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io {
+            op: "read",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Writes JSON atomically (temporary file, then rename), so a crash never leaves half a record.
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec_pretty(value).expect("state records always serialise");
+    std::fs::write(&tmp, bytes).map_err(|source| Error::Io {
+        op: "write",
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| Error::Io {
+        op: "replace",
+        path: path.to_path_buf(),
+        source,
+    })
+}

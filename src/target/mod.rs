@@ -1,0 +1,8 @@
+//! The PostgreSQL side: connecting as libpq users expect (TLS modes, redacted URLs) and checking
+//! that the target can receive the migration.
+
+pub mod connect;
+pub mod copy_binary;
+pub mod ddl;
+pub mod readiness;
+pub mod state;

@@ -1,0 +1,12 @@
+//! The one integration test binary: each module is a test file, `support` is the harness.
+
+// Tests return the library's `Result`, whose error is large by design (see src/lib.rs).
+#![allow(clippy::result_large_err)]
+
+mod check;
+mod cli;
+mod copy_binary;
+mod snapshot;
+mod support;
+mod tls;
+mod translate;

@@ -1,0 +1,43 @@
+//! The test harness: a PostgreSQL server with a fresh database per test (`pg`), a poller for
+//! "wait until" (tests never sleep to synchronise), temporary directories and error chains.
+
+pub mod pg;
+
+use std::time::{Duration, Instant};
+
+/// How often `wait_until` looks at its condition.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Polls `cond` until it holds; panics naming `what` after `timeout`.
+#[allow(dead_code)] // for the pipeline tests
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// A temporary directory, removed when dropped.
+#[allow(dead_code)] // for the pipeline tests
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("sqlite2pg-test-")
+        .tempdir()
+        .expect("create a temporary directory")
+}
+
+/// An error and all its causes, "outer: inner: innermost", as main.rs prints them.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut chain = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        chain.push_str(": ");
+        chain.push_str(&e.to_string());
+        cause = e.source();
+    }
+    chain
+}
