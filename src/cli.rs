@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use crate::check::{render_text, run_check, CheckOptions};
 use crate::config::{Config, GlobalFlags, LogFormat};
 use crate::demo::{run_demo, DemoOptions};
+use crate::diff::{render_html, render_text as diff_text, run_diff, DiffOptions};
 use crate::error::{Error, Result, EXIT_OK};
+use crate::pipeline::{run_sync, SyncOptions, SyncStatus};
 use crate::sample_app;
 use crate::snapshot::{render_summary, run_snapshot, LoadProgress, SnapshotOptions};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -97,6 +99,15 @@ pub enum Command {
     /// Translate the schema and bulk-copy every table into PostgreSQL (COPY BINARY), then keys,
     /// indexes, foreign keys, identities, views. Re-running resumes an unfinished snapshot.
     Snapshot(SnapshotArgs),
+    /// Compare both sides row by row (blake3 hashes of one canonical encoding); report as text,
+    /// JSON or a self-contained HTML sign-off page. Exit 0 when identical, 3 when not.
+    Diff(DiffArgs),
+    /// Follow every committed SQLite change into PostgreSQL, exactly once, until stopped
+    /// (SIGINT/SIGTERM: finish the batch, exit 0) or, with --catch-up, until caught up.
+    Sync(SyncArgs),
+    /// Remove everything sqlite2pg installed in the source (capture triggers, its change table):
+    /// SQLite is exactly as the application knew it.
+    Rollback,
     /// Run the built-in demo: a sample app database with a live writer, migrated end to end
     /// (against a private PostgreSQL started for the demo when no --target is given).
     Demo(DemoArgs),
@@ -141,12 +152,58 @@ pub struct SnapshotArgs {
     /// Start from a new backup even if an unfinished snapshot could be resumed.
     #[arg(long)]
     pub fresh: bool,
+    /// Do not install change capture in the source (a one-shot copy; `sync` will refuse).
+    #[arg(long)]
+    pub no_capture: bool,
     /// Compare per-table row counts after the copy (source rows = target rows + quarantined).
     #[arg(long)]
     pub validate: bool,
     /// Tables with more rows are split into rowid ranges of about this many rows, copied in parallel.
     #[arg(long, default_value_t = crate::snapshot::DEFAULT_RANGE_ROWS, hide = true)]
     pub range_rows: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Exit once everything committed in SQLite when sync started is applied.
+    #[arg(long)]
+    pub catch_up: bool,
+    /// Most changes applied in one PostgreSQL transaction.
+    #[arg(long, default_value_t = crate::pipeline::DEFAULT_BATCH_CHANGES)]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+    Html,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Only these tables (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "T1,T2")]
+    pub tables: Option<Vec<String>>,
+    /// Report format: text on the terminal, JSON (stable schema, see README), or HTML.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+    /// Write the report to this file [default: stdout for text and JSON,
+    /// <state-dir>/diff-report.html for HTML].
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// List at most this many differing rows; the report says when it is partial.
+    #[arg(long, default_value_t = crate::diff::DEFAULT_MAX_DIFFERENCES)]
+    pub max_differences: usize,
+    /// Compare only this fraction of rows, chosen by key hash (the same rows on both sides).
+    #[arg(long, value_name = "P")]
+    pub sample: Option<f64>,
+    /// Compare only keys in a range: TABLE=LO..HI (single integer keys; repeatable).
+    #[arg(long, value_name = "TABLE=LO..HI")]
+    pub key_range: Vec<String>,
+    /// Target names keep the source's exact case (as snapshot --keep-case created them).
+    #[arg(long)]
+    pub keep_case: bool,
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +251,9 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Check(args) => check(&config, args),
         Command::Snapshot(args) => snapshot(&config, args),
+        Command::Diff(args) => diff(&config, args),
+        Command::Sync(args) => sync(&config, args),
+        Command::Rollback => rollback(&config),
         Command::Demo(args) => run_demo(
             &config,
             &DemoOptions {
@@ -238,6 +298,7 @@ fn snapshot(config: &Config, args: SnapshotArgs) -> Result<i32> {
         drop_existing: args.drop_existing,
         fresh: args.fresh,
         validate: args.validate,
+        capture: !args.no_capture,
         range_rows: args.range_rows,
     };
     let report = run_snapshot(config, &opts, &show_progress)?;
@@ -291,6 +352,98 @@ pub fn show_progress(progress: &LoadProgress, done: &AtomicBool) {
     for bar in bars {
         bar.finish();
     }
+}
+
+fn diff(config: &Config, args: DiffArgs) -> Result<i32> {
+    let opts = DiffOptions {
+        tables: args.tables,
+        keep_case: args.keep_case,
+        max_differences: args.max_differences,
+        sample: args.sample,
+        key_ranges: args.key_range,
+    };
+    let report = run_diff(config, &opts)?;
+    let (text, default_file) = match args.format {
+        ReportFormat::Text => (diff_text(&report), None),
+        ReportFormat::Json => (
+            serde_json::to_string_pretty(&report).expect("a diff report always serialises"),
+            None,
+        ),
+        ReportFormat::Html => (
+            render_html(&report),
+            Some(config.ensure_state_dir()?.join("diff-report.html")),
+        ),
+    };
+    match args.output.or(default_file) {
+        Some(path) => {
+            std::fs::write(&path, text).map_err(|source| Error::Io {
+                op: "write the report to",
+                path: path.clone(),
+                source,
+            })?;
+            println!("{}", diff_text(&report));
+            println!("report written to {}", path.display());
+        }
+        None => println!("{text}"),
+    }
+    Ok(report.exit_code())
+}
+
+/// Set by SIGINT/SIGTERM: the running command finishes what it is doing and exits cleanly.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Routes SIGINT and SIGTERM to [`STOP`] (the handler only stores an atomic: async-signal-safe).
+pub fn install_stop_handler() {
+    let handler = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: installing a handler that only stores to a static atomic is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+fn sync(config: &Config, args: SyncArgs) -> Result<i32> {
+    install_stop_handler();
+    let opts = SyncOptions {
+        catch_up: args.catch_up,
+        batch_changes: args.batch_size.max(1),
+        ..SyncOptions::default()
+    };
+    let status = run_sync(config, &opts, &STOP, &|s: &SyncStatus| {
+        eprintln!(
+            "sync: applied seq {} · lag {} changes / {:.2} s · {} changes in {} batches ({:.0}/s) · {} quarantined",
+            s.applied_seq, s.lag_changes, s.lag_seconds, s.changes_applied, s.batches, s.changes_per_second, s.quarantined
+        );
+    })?;
+    println!(
+        "{}",
+        serde_json::to_string(&status).expect("sync status always serialises")
+    );
+    Ok(if status.quarantined > 0 {
+        crate::error::EXIT_ATTENTION
+    } else {
+        EXIT_OK
+    })
+}
+
+fn rollback(config: &Config) -> Result<i32> {
+    let path = config.require_source()?;
+    let conn = crate::source::open_read_write(path)?;
+    let removed = crate::source::capture::uninstall(&conn, path)?;
+    if removed.is_empty() {
+        println!(
+            "nothing to remove: sqlite2pg has nothing installed in {}",
+            path.display()
+        );
+    }
+    for name in removed {
+        println!("removed {name}");
+    }
+    Ok(EXIT_OK)
 }
 
 fn sample_app_command(config: &Config, cmd: SampleAppCommand) -> Result<i32> {

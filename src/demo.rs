@@ -114,6 +114,7 @@ fn journey(config: &Config, opts: &DemoOptions, dir: &std::path::Path) -> Result
         drop_existing: false,
         fresh: false,
         validate: true,
+        capture: true,
         range_rows: DEFAULT_RANGE_ROWS,
     };
     let snapshot = run_snapshot(&demo_config, &opts, &show_progress)?;

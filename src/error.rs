@@ -71,6 +71,11 @@ pub enum Error {
         source: Option<BoxedCause>,
     },
 
+    /// The data itself is not what the operation needs (a row stream out of key order, a
+    /// malformed COPY stream); names the table.
+    #[error("table {table:?}: {reason}")]
+    Data { table: String, reason: String },
+
     #[error("private PostgreSQL cluster: {op} failed: {detail}")]
     Cluster { op: &'static str, detail: String },
 
@@ -80,6 +85,23 @@ pub enum Error {
         path: PathBuf,
         #[source]
         source: rusqlite::Error,
+    },
+
+    #[error("change log {op} failed on {}", path.display())]
+    ChangeLog {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+
+    /// A change-log record that does not decode: names the file, the tree and the seq.
+    #[error("change log {}: {tree} record{} is corrupt: {reason}", path.display(), seq.map(|s| format!(" at seq {s}")).unwrap_or_default())]
+    ChangeLogCorrupt {
+        path: PathBuf,
+        tree: &'static str,
+        seq: Option<u64>,
+        reason: String,
     },
 }
 
@@ -139,6 +161,14 @@ impl Error {
             }
             Error::Cluster { .. } => {
                 "install the PostgreSQL server binaries (bin/set-up does) or pass --target"
+            }
+            Error::ChangeLog { .. } => {
+                "check the state directory (free space, permissions); only one sqlite2pg sync may use \
+                 its change log at a time"
+            }
+            Error::ChangeLogCorrupt { .. } => {
+                "the change log is damaged and its changes cannot be replayed: run `sqlite2pg diff` to \
+                 find what differs, or start again with `sqlite2pg snapshot`"
             }
             _ => return None,
         };

@@ -14,6 +14,24 @@ pub const SNAPSHOT_BEFORE_RANGE_COMMIT: &str = "snapshot.before_range_commit";
 pub const SNAPSHOT_AFTER_RANGE_COMMIT: &str = "snapshot.after_range_commit";
 /// After the load, before keys and indexes are built.
 pub const SNAPSHOT_BEFORE_POST_LOAD: &str = "snapshot.before_post_load";
+/// Before the change log writes and flushes a boundary: its changes are appended, not durable.
+pub const CHANGELOG_BEFORE_BOUNDARY: &str = "changelog.before_boundary";
+/// Right after the change log flushed a boundary, before capture deletes the source change rows.
+pub const CHANGELOG_AFTER_BOUNDARY: &str = "changelog.after_boundary";
+/// Before the change log trims what PostgreSQL committed past.
+pub const CHANGELOG_BEFORE_TRIM: &str = "changelog.before_trim";
+/// During a capture cycle, after a chunk of changes went to the sink, before the cycle's
+/// boundary is returned: the consumer holds changes past its last boundary.
+pub const CAPTURE_AFTER_CHUNK: &str = "capture.after_chunk";
+/// Inside the source transaction that deletes flushed change rows, before it commits.
+pub const CAPTURE_BEFORE_DELETE_COMMIT: &str = "capture.before_delete_commit";
+
+/// Sync: the batch is staged and applied, its transaction not yet committed.
+pub const SYNC_MID_APPLY: &str = "sync.mid_apply";
+/// Sync: the batch committed in PostgreSQL, the change log not yet trimmed.
+pub const SYNC_AFTER_APPLY_COMMIT: &str = "sync.after_apply_commit";
+/// Sync: the change log flushed a capture boundary, the source change rows not yet deleted.
+pub const SYNC_AFTER_LOG_FLUSH: &str = "sync.after_log_flush";
 
 fn armed() -> Option<&'static (String, u64)> {
     static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();

@@ -5,13 +5,17 @@
 // them; it is returned on cold paths only, so its size is not worth boxing every cause for.
 #![allow(clippy::result_large_err)]
 
+pub mod change;
+pub mod changelog;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod demo;
+pub mod diff;
 pub mod error;
 pub mod fault;
+pub mod pipeline;
 pub mod private_pg;
 pub mod sample_app;
 pub mod snapshot;

@@ -3,10 +3,14 @@
 // Tests return the library's `Result`, whose error is large by design (see src/lib.rs).
 #![allow(clippy::result_large_err)]
 
+mod canonical;
 mod check;
 mod cli;
 mod copy_binary;
+mod diff;
+mod roundtrip;
 mod snapshot;
 mod support;
+mod sync;
 mod tls;
 mod translate;

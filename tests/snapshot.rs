@@ -23,6 +23,7 @@ pub fn options() -> SnapshotOptions {
         drop_existing: false,
         fresh: false,
         validate: true,
+        capture: true,
         range_rows: 700,
     }
 }

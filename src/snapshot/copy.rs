@@ -251,8 +251,8 @@ async fn copy_job(
         }
         encoder
             .push_row(&types, &values)
-            .map_err(|reason| Error::Config {
-                field: format!("table {:?}", plan.source),
+            .map_err(|reason| Error::Data {
+                table: plan.source.clone(),
                 reason,
             })?;
         rows += 1;

@@ -30,6 +30,7 @@ use copy::{run_jobs, CopyJob, CopySettings};
 use plan::{check_table_names, plan_table, TablePlan};
 pub use report::{render_summary, SnapshotReport, TableSummary};
 use state_file::SnapshotSource;
+pub use state_file::{read_snapshot_record, SnapshotRecord};
 
 /// Rows per rowid range when a large table is split for parallel copy: big enough that the
 /// per-COPY overhead vanishes, small enough that two workers share a 1M-row table evenly.
@@ -50,6 +51,9 @@ pub struct SnapshotOptions {
     /// Ignore an unfinished earlier snapshot and start from a new backup.
     pub fresh: bool,
     pub validate: bool,
+    /// Install change capture (triggers + change table) before the snapshot reads, so sync can
+    /// follow every later change; off for a one-shot copy.
+    pub capture: bool,
     /// Tables with more rows are split into rowid ranges of about this many rows.
     pub range_rows: u64,
 }
@@ -70,7 +74,10 @@ pub fn run_snapshot(
 ) -> Result<SnapshotReport> {
     let started = Instant::now();
     let target = config.require_target()?.clone();
-    let source = SnapshotSource::prepare(config, opts.fresh)?;
+    if opts.capture {
+        install_capture(config, opts)?;
+    }
+    let source = SnapshotSource::prepare(config, opts.fresh, opts.capture)?;
     let conn = copy::open_snapshot(&source.file)?;
     let schema = read_schema(&conn, &source.file)?;
     let tables = select_tables(&schema, opts.tables.as_deref())?;
@@ -140,8 +147,10 @@ pub fn run_snapshot(
         runtime.block_on(finish_load(&client, &config.schema, &p.target))?;
     }
     crate::fault::hit(crate::fault::SNAPSHOT_BEFORE_POST_LOAD);
+    let mut second = runtime.block_on(target.connect())?;
     let post = runtime.block_on(post_load::run(
         &mut client,
+        &mut second,
         &conn,
         &source.file,
         config,
@@ -149,7 +158,7 @@ pub fn run_snapshot(
         &schema,
         &plans,
     ))?;
-    let report = runtime.block_on(report::build(
+    let mut report = runtime.block_on(report::build(
         &client,
         config,
         opts,
@@ -160,8 +169,54 @@ pub fn run_snapshot(
         load_seconds,
         started,
     ))?;
+    if opts.validate {
+        report.diff = Some(validate(config, opts, &source, &plans)?);
+    }
     source.complete(&report)?;
     Ok(report)
+}
+
+/// Installs change capture on the selected tables of the live source, before the snapshot's
+/// read transaction opens (promise 1: no gap between the snapshot and sync).
+fn install_capture(config: &Config, opts: &SnapshotOptions) -> Result<()> {
+    let path = config.require_source()?;
+    let live = crate::source::open_read_only(path)?;
+    let schema = read_schema(&live, path)?;
+    drop(live);
+    let tables = select_tables(&schema, opts.tables.as_deref())?;
+    if !opts.allow_rowid_key {
+        if let Some(t) = tables
+            .iter()
+            .find(|t| t.primary_key == crate::source::introspect::PrimaryKey::None)
+        {
+            return Err(Error::Config {
+                field: format!("table {:?}", t.name),
+                reason: "it has no primary key, so its rows have no stable identity (VACUUM may renumber rowids); add a primary key in SQLite, leave it out with --tables, or pass --allow-rowid-key".into(),
+            });
+        }
+    }
+    let conn = crate::source::open_read_write(path)?;
+    crate::source::capture::install(&conn, path, &tables)
+}
+
+/// `--validate`: the row-by-row diff of the snapshot file (what was copied) against the target.
+fn validate(
+    config: &Config,
+    opts: &SnapshotOptions,
+    source: &SnapshotSource,
+    plans: &[TablePlan],
+) -> Result<crate::diff::DiffReport> {
+    let diff_config = config.with_paths(
+        source.file.clone(),
+        config.state_dir()?,
+        config.target.clone(),
+    );
+    let diff_opts = crate::diff::DiffOptions {
+        tables: Some(plans.iter().map(|p| p.source.clone()).collect()),
+        keep_case: opts.keep_case,
+        ..crate::diff::DiffOptions::default()
+    };
+    crate::diff::run_diff(&diff_config, &diff_opts)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

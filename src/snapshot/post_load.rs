@@ -59,8 +59,12 @@ fn pg_err(op: &'static str, table: &str) -> impl FnOnce(tokio_postgres::Error) -
     move |source| Error::Target { op, table, source }
 }
 
+/// Everything after the load. Keys and indexes of different tables are built on two
+/// connections at once (index builds are the longest step and PostgreSQL runs them per table).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: &mut Client,
+    second: &mut Client,
     conn: &Connection,
     file: &Path,
     config: &Config,
@@ -68,23 +72,15 @@ pub async fn run(
     schema: &Schema,
     plans: &[TablePlan],
 ) -> Result<PostLoad> {
-    let mut out = PostLoad::default();
-    for plan in plans {
-        let table = schema
-            .table(&plan.source)
-            .expect("plans come from the schema");
-        if status(client, config, plan).await? == Some(TableStatus::Loaded) {
-            let mut tx = client
-                .transaction()
-                .await
-                .map_err(pg_err("begin post-load", &plan.source))?;
-            keys_and_indexes(&mut tx, conn, file, config, opts, table, plan, &mut out).await?;
-            set_status(&tx, &config.schema, &plan.target, TableStatus::Indexed).await?;
-            tx.commit()
-                .await
-                .map_err(pg_err("commit post-load", &plan.source))?;
-        }
-    }
+    let (a, b) = split_by_rows(plans);
+    let (first, other) = tokio::join!(
+        index_tables(client, conn, file, config, opts, schema, &a),
+        index_tables(second, conn, file, config, opts, schema, &b)
+    );
+    let mut out = first?;
+    let other = other?;
+    out.notes.extend(other.notes);
+    out.indexes_created += other.indexes_created;
     for plan in plans {
         let table = schema
             .table(&plan.source)
@@ -115,6 +111,53 @@ pub async fn run(
             ))
             .await
             .map_err(pg_err("ANALYZE", &plan.source))?;
+    }
+    Ok(out)
+}
+
+/// Two groups of about equal row counts (largest first, each to the lighter group).
+fn split_by_rows(plans: &[TablePlan]) -> (Vec<&TablePlan>, Vec<&TablePlan>) {
+    let mut sorted: Vec<&TablePlan> = plans.iter().collect();
+    sorted.sort_by_key(|p| std::cmp::Reverse(p.rows));
+    let (mut a, mut b, mut rows_a, mut rows_b) = (Vec::new(), Vec::new(), 0u64, 0u64);
+    for p in sorted {
+        if rows_a <= rows_b {
+            rows_a += p.rows;
+            a.push(p);
+        } else {
+            rows_b += p.rows;
+            b.push(p);
+        }
+    }
+    (a, b)
+}
+
+/// Keys, indexes, CHECKs, defaults and identities of `plans`, each table in one transaction.
+async fn index_tables(
+    client: &mut Client,
+    conn: &Connection,
+    file: &Path,
+    config: &Config,
+    opts: &SnapshotOptions,
+    schema: &Schema,
+    plans: &[&TablePlan],
+) -> Result<PostLoad> {
+    let mut out = PostLoad::default();
+    for plan in plans {
+        let table = schema
+            .table(&plan.source)
+            .expect("plans come from the schema");
+        if status(client, config, plan).await? == Some(TableStatus::Loaded) {
+            let mut tx = client
+                .transaction()
+                .await
+                .map_err(pg_err("begin post-load", &plan.source))?;
+            keys_and_indexes(&mut tx, conn, file, config, opts, table, plan, &mut out).await?;
+            set_status(&tx, &config.schema, &plan.target, TableStatus::Indexed).await?;
+            tx.commit()
+                .await
+                .map_err(pg_err("commit post-load", &plan.source))?;
+        }
     }
     Ok(out)
 }

@@ -44,6 +44,8 @@ pub struct SnapshotReport {
     pub total_seconds: f64,
     pub validated: bool,
     pub report_path: String,
+    /// With `--validate`: the row-by-row diff of the snapshot file against the target.
+    pub diff: Option<crate::diff::DiffReport>,
 }
 
 impl SnapshotReport {
@@ -142,6 +144,7 @@ pub async fn build(
         total_seconds: started.elapsed().as_secs_f64(),
         validated: opts.validate,
         report_path: source.report_path().display().to_string(),
+        diff: None,
     })
 }
 
@@ -217,6 +220,13 @@ pub fn render_summary(r: &SnapshotReport) -> String {
                 t.quarantined
             );
         }
+    }
+    if let Some(d) = &r.diff {
+        let _ = writeln!(
+            out,
+            "\nvalidate --- row-by-row diff of the snapshot against PostgreSQL"
+        );
+        out.push_str(&crate::diff::render_text(d));
     }
     let _ = writeln!(out, "report: {}", r.report_path);
     out

@@ -10,23 +10,34 @@ use serde::{Deserialize, Serialize};
 use super::SnapshotReport;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::source::backup::verified_backup;
+use crate::source::backup::{verified_backup_at, BackupOptions};
 use crate::source::open_read_only;
 
 const STATE_FILE: &str = "snapshot.json";
 const REPORT_FILE: &str = "snapshot-report.json";
+/// The newest change row the snapshot's read transaction sees: every change up to it is in the
+/// snapshot, every later one gets a higher seq (AUTOINCREMENT never reuses one). An empty change
+/// table gives 0, which is right too: every later change comes after the snapshot.
+const CHANGE_POSITION: &str = "SELECT coalesce(max(seq), 0) FROM _sqlite2pg_changes";
 
+/// `snapshot.json`: what the snapshot copied, and from which source position.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Record {
+pub struct SnapshotRecord {
     /// The backup file the copy reads.
-    backup: PathBuf,
+    pub backup: PathBuf,
     /// blake3 of that file: the identity of the source state copied.
-    blake3: String,
-    started_at: String,
+    pub blake3: String,
+    pub started_at: String,
     /// `running` or `complete`.
-    status: String,
-    /// The highest change sequence the snapshot includes; `null` until change capture exists.
-    change_seq: Option<i64>,
+    pub status: String,
+    /// The highest change sequence the snapshot includes (S): sync applies exactly the changes
+    /// after it. `null` when the snapshot ran without change capture.
+    pub change_seq: Option<i64>,
+}
+
+/// Reads `snapshot.json` from a state directory (`None` when no snapshot ran there).
+pub fn read_snapshot_record(state_dir: &Path) -> Result<Option<SnapshotRecord>> {
+    read_record(&state_dir.join(STATE_FILE))
 }
 
 /// The consistent source the copy reads.
@@ -35,12 +46,14 @@ pub struct SnapshotSource {
     pub file: PathBuf,
     pub fingerprint: String,
     state_dir: PathBuf,
-    record: Record,
+    record: SnapshotRecord,
 }
 
 impl SnapshotSource {
-    /// Reuses the backup of an unfinished run (unless `fresh`), else takes a verified backup.
-    pub fn prepare(config: &Config, fresh: bool) -> Result<SnapshotSource> {
+    /// Reuses the backup of an unfinished run (unless `fresh`), else takes a verified backup;
+    /// with `capture` (change capture installed), reads the change sequence S in the backup's
+    /// own read transaction.
+    pub fn prepare(config: &Config, fresh: bool, capture: bool) -> Result<SnapshotSource> {
         let state_dir = config.ensure_state_dir()?;
         let path = state_dir.join(STATE_FILE);
         if let Some(record) =
@@ -56,13 +69,17 @@ impl SnapshotSource {
         }
         let source_path = config.require_source()?;
         let conn = open_read_only(source_path)?;
-        let backup = verified_backup(&conn, source_path, &state_dir)?;
-        let record = Record {
+        let opts = BackupOptions {
+            position_sql: capture.then_some(CHANGE_POSITION),
+            quick_check: true,
+        };
+        let backup = verified_backup_at(&conn, source_path, &state_dir, &opts)?;
+        let record = SnapshotRecord {
             backup: backup.path.clone(),
             blake3: backup.blake3.clone(),
             started_at: chrono::Utc::now().to_rfc3339(),
             status: "running".into(),
-            change_seq: None,
+            change_seq: backup.position,
         };
         write_json(&path, &record)?;
         Ok(SnapshotSource {
@@ -76,7 +93,7 @@ impl SnapshotSource {
     /// Records the run as complete and writes the report beside it.
     pub fn complete(&self, report: &SnapshotReport) -> Result<()> {
         write_json(&self.state_dir.join(REPORT_FILE), report)?;
-        let record = Record {
+        let record = SnapshotRecord {
             status: "complete".into(),
             ..self.record.clone()
         };
@@ -88,7 +105,7 @@ impl SnapshotSource {
     }
 }
 
-fn read_record(path: &Path) -> Result<Option<Record>> {
+fn read_record(path: &Path) -> Result<Option<SnapshotRecord>> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)

@@ -26,6 +26,8 @@ pub struct BackupReport {
     pub bytes: u64,
     pub blake3: String,
     pub integrity: String,
+    /// The change sequence read in the backup's read transaction, when asked for.
+    pub position: Option<i64>,
     pub row_counts: BTreeMap<String, u64>,
     pub seconds: f64,
 }
@@ -35,6 +37,30 @@ pub fn verified_backup(
     source: &Connection,
     source_path: &Path,
     state_dir: &Path,
+) -> Result<BackupReport> {
+    verified_backup_at(source, source_path, state_dir, &BackupOptions::default())
+}
+
+/// How a backup is taken and verified.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BackupOptions<'a> {
+    /// A query returning one integer, read in the same read transaction as the copy.
+    pub position_sql: Option<&'a str>,
+    /// `PRAGMA quick_check` (page and record structure, O(N)) instead of the full
+    /// `integrity_check` (which also cross-checks every index against its table). The snapshot
+    /// uses it: its copy is read once, right away, and every row it copies is converted and
+    /// counted; `check --backup`, the backup kept for safekeeping, gets the full check.
+    pub quick_check: bool,
+}
+
+/// [`verified_backup`], also reading `position_sql` (a single integer) in the same read
+/// transaction as the copy: the backup holds exactly the source state at that position (the
+/// snapshot's change sequence S, promise 1).
+pub fn verified_backup_at(
+    source: &Connection,
+    source_path: &Path,
+    state_dir: &Path,
+    opts: &BackupOptions<'_>,
 ) -> Result<BackupReport> {
     let started = Instant::now();
     let (path, manifest) = free_backup_name(state_dir);
@@ -56,13 +82,21 @@ pub fn verified_backup(
             source,
         }
     };
-    {
+    let position = {
         let mut dst = Connection::open(&path).map_err(dst_err("create the backup file"))?;
-        copy_all_pages(source, &mut dst).map_err(src_err("online backup"))?;
-    }
+        copy_at_position(source, &mut dst, opts.position_sql).map_err(src_err("online backup"))?
+    };
     let copy = Connection::open(&path).map_err(dst_err("open the backup"))?;
     let integrity: String = copy
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .query_row(
+            if opts.quick_check {
+                "PRAGMA quick_check"
+            } else {
+                "PRAGMA integrity_check"
+            },
+            [],
+            |r| r.get(0),
+        )
         .map_err(dst_err("integrity_check the backup"))?;
     if integrity != "ok" {
         return Err(Error::SourceCorrupt {
@@ -89,6 +123,7 @@ pub fn verified_backup(
         bytes,
         blake3,
         integrity,
+        position,
         row_counts,
         seconds: started.elapsed().as_secs_f64(),
     };
@@ -116,6 +151,29 @@ fn free_backup_name(state_dir: &Path) -> (PathBuf, PathBuf) {
         })
         .find(|(db, json)| !db.exists() && !json.exists())
         .expect("an unbounded range always has a free name")
+}
+
+/// Reads the position and copies every page inside one read transaction of `source`.
+fn copy_at_position(
+    source: &Connection,
+    dst: &mut Connection,
+    position_sql: Option<&str>,
+) -> rusqlite::Result<Option<i64>> {
+    let Some(sql) = position_sql else {
+        copy_all_pages(source, dst)?;
+        return Ok(None);
+    };
+    source.execute_batch("BEGIN")?;
+    let copied = source
+        .query_row(sql, [], |r| r.get::<_, Option<i64>>(0))
+        .and_then(|pos| copy_all_pages(source, dst).map(|()| pos.unwrap_or(0)));
+    match copied {
+        Ok(pos) => source.execute_batch("COMMIT").map(|()| Some(pos)),
+        Err(e) => {
+            let _ = source.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
 }
 
 /// One `step(-1)`: every page in a single read transaction, so writers cannot restart it.
@@ -164,4 +222,39 @@ fn write_manifest(path: &Path, report: &BackupReport) -> Result<()> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The copy and the position come from one read transaction: a write committed by another
+    /// connection after the position was read is not in the backup.
+    #[test]
+    fn position_and_pages_come_from_one_read_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let app = Connection::open(&db).unwrap();
+        app.execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);",
+        )
+        .unwrap();
+        let reader = Connection::open(&db).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let n: i64 = reader
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        app.execute_batch("INSERT INTO t VALUES (2)").unwrap();
+        let mut dst = Connection::open(dir.path().join("copy.db")).unwrap();
+        copy_all_pages(&reader, &mut dst).unwrap();
+        reader.execute_batch("COMMIT").unwrap();
+        let copied: i64 = dst
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            (n, copied),
+            (1, 1),
+            "the backup sees the reader's snapshot, not the later write"
+        );
+    }
 }

@@ -4,9 +4,11 @@
 //! connections use a busy timeout so the application never fails on a lock we hold.
 
 pub mod backup;
+pub mod capture;
 pub mod introspect;
 pub mod order;
 pub mod profile;
+pub mod watcher;
 
 use std::path::Path;
 use std::time::Duration;
@@ -85,6 +87,27 @@ fn check_header(path: &Path) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Opens the application's database for sqlite2pg's own objects (capture triggers, its change
+/// table): never used to write the application's tables.
+pub fn open_read_write(path: &Path) -> Result<Connection> {
+    check_header(path)?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|source| Error::Source {
+        op: "open for writing",
+        path: path.to_path_buf(),
+        table: None,
+        source,
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|source| Error::Source {
+            op: "set busy timeout",
+            path: path.to_path_buf(),
+            table: None,
+            source,
+        })?;
+    Ok(conn)
 }
 
 /// Turns SQLite's codes for damaged files into the error that says so.

@@ -151,6 +151,9 @@ pub fn profile_table(
     })
 }
 
+/// Two passes: every column against its first candidate (and the `typeof()` counts); then, only
+/// for columns some value did not fit, the remaining candidates. Most columns fit their declared
+/// type, so most tables are read once and each value is converted once.
 fn scan(
     conn: &Connection,
     table: &Table,
@@ -158,6 +161,39 @@ fn scan(
     ladders: &[(Vec<Step>, bool)],
     opts: ConvertOptions,
 ) -> rusqlite::Result<(u64, Vec<Tally>)> {
+    let mut tallies: Vec<Tally> = ladders
+        .iter()
+        .map(|(l, _)| Tally {
+            storage: StorageCounts::default(),
+            misfits: vec![0; l.len()],
+            examples: vec![Vec::new(); l.len()],
+        })
+        .collect();
+    let first: Vec<std::ops::Range<usize>> = ladders.iter().map(|_| 0..1).collect();
+    let count = scan_pass(conn, table, keys, ladders, &first, true, opts, &mut tallies)?;
+    let rest: Vec<std::ops::Range<usize>> = ladders
+        .iter()
+        .zip(&tallies)
+        .map(|((l, _), t)| if t.misfits[0] > 0 { 1..l.len() } else { 0..0 })
+        .collect();
+    if rest.iter().any(|r| !r.is_empty()) {
+        scan_pass(conn, table, keys, ladders, &rest, false, opts, &mut tallies)?;
+    }
+    Ok((count, tallies))
+}
+
+/// One pass over the table, converting column `i`'s values with the ladder steps `steps[i]`.
+#[allow(clippy::too_many_arguments)]
+fn scan_pass(
+    conn: &Connection,
+    table: &Table,
+    keys: &[String],
+    ladders: &[(Vec<Step>, bool)],
+    steps: &[std::ops::Range<usize>],
+    count_storage: bool,
+    opts: ConvertOptions,
+    tallies: &mut [Tally],
+) -> rusqlite::Result<u64> {
     let select: Vec<String> = keys
         .iter()
         .map(|k| {
@@ -174,24 +210,21 @@ fn scan(
         select.join(", "),
         quote_ident(&table.name)
     );
-    let mut tallies: Vec<Tally> = ladders
-        .iter()
-        .map(|(l, _)| Tally {
-            storage: StorageCounts::default(),
-            misfits: vec![0; l.len()],
-            examples: vec![Vec::new(); l.len()],
-        })
-        .collect();
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query([])?;
     let mut count = 0u64;
     while let Some(row) = rows.next()? {
         count += 1;
-        for (i, ((ladder, _), tally)) in ladders.iter().zip(&mut tallies).enumerate() {
+        for (i, ((ladder, _), tally)) in ladders.iter().zip(tallies.iter_mut()).enumerate() {
+            if steps[i].is_empty() && !count_storage {
+                continue;
+            }
             let v = row.get_ref(keys.len() + i)?;
-            tally.storage.add(v);
-            for (s, step) in ladder.iter().enumerate() {
-                if let Err(m) = convert(&step.ty, v, opts) {
+            if count_storage {
+                tally.storage.add(v);
+            }
+            for s in steps[i].clone() {
+                if let Err(m) = convert(&ladder[s].ty, v, opts) {
                     tally.misfits[s] += 1;
                     if tally.examples[s].len() < EXAMPLES_PER_COLUMN {
                         let key = row_key(row, keys.len())?;
@@ -205,7 +238,7 @@ fn scan(
             }
         }
     }
-    Ok((count, tallies))
+    Ok(count)
 }
 
 /// The first `n` values of a row as a JSON array: the row key as reports and quarantine show it.

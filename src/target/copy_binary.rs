@@ -10,28 +10,28 @@ use futures_util::SinkExt;
 use crate::convert::{PgType, PgValue};
 
 /// The signature `PGCOPY\n\377\r\n\0`, the flags field (no OIDs) and a zero-length extension.
-const HEADER: &[u8; 19] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+pub(crate) const HEADER: &[u8; 19] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// A field count of -1 ends the data.
 const TRAILER: [u8; 2] = (-1_i16).to_be_bytes();
 /// The field length that stands for NULL.
 const NULL_FIELD: [u8; 4] = (-1_i32).to_be_bytes();
 /// Days from 1970-01-01 (the Unix epoch) to 2000-01-01 (PostgreSQL's epoch).
-const PG_EPOCH_DAYS: i32 = 10_957;
+pub(crate) const PG_EPOCH_DAYS: i32 = 10_957;
 /// Microseconds from 1970-01-01 to 2000-01-01.
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+pub(crate) const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// The only jsonb binary format version PostgreSQL knows.
-const JSONB_VERSION: u8 = 1;
+pub(crate) const JSONB_VERSION: u8 = 1;
 /// Room for one large chunk before the first reallocation: a few hundred typical rows.
 const INITIAL_CAPACITY: usize = 64 * 1024;
 
 /// numeric's sign word (`NUMERIC_POS` … `NUMERIC_NINF` in PostgreSQL's numeric.c).
-const NUMERIC_POS: u16 = 0x0000;
-const NUMERIC_NEG: u16 = 0x4000;
-const NUMERIC_NAN: u16 = 0xC000;
-const NUMERIC_PINF: u16 = 0xD000;
-const NUMERIC_NINF: u16 = 0xF000;
+pub(crate) const NUMERIC_POS: u16 = 0x0000;
+pub(crate) const NUMERIC_NEG: u16 = 0x4000;
+pub(crate) const NUMERIC_NAN: u16 = 0xC000;
+pub(crate) const NUMERIC_PINF: u16 = 0xD000;
+pub(crate) const NUMERIC_NINF: u16 = 0xF000;
 /// The largest display scale numeric's 14-bit dscale field holds.
-const NUMERIC_DSCALE_MAX: i64 = 0x3FFF;
+pub(crate) const NUMERIC_DSCALE_MAX: i64 = 0x3FFF;
 /// Decimal digits per base-10000 numeric digit.
 const DEC_DIGITS: i64 = 4;
 
@@ -230,7 +230,7 @@ fn encode_numeric(out: &mut Vec<u8>, text: &str) -> Result<(), String> {
 
 /// The sign word of `NaN`, `Infinity` or `-Infinity` as numeric_in spells them (any case,
 /// `inf` for short), or None for a finite number.
-fn special_numeric(text: &str) -> Option<u16> {
+pub(crate) fn special_numeric(text: &str) -> Option<u16> {
     if text.eq_ignore_ascii_case("nan") {
         return Some(NUMERIC_NAN);
     }

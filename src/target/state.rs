@@ -32,6 +32,14 @@ CREATE TABLE IF NOT EXISTS sqlite2pg.snapshot_ranges (
     committed_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (target_schema, target_table, range_start)
 );
+CREATE TABLE IF NOT EXISTS sqlite2pg.sync_state (
+    id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    applied_seq bigint NOT NULL,
+    source_committed_at double precision,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    changes_applied bigint NOT NULL DEFAULT 0,
+    batches_applied bigint NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS sqlite2pg.quarantine (
     id bigserial PRIMARY KEY,
     table_name text NOT NULL,
@@ -67,6 +75,56 @@ const CLEAR_QUARANTINE: &str =
 const INSERT_QUARANTINE: &str = "INSERT INTO sqlite2pg.quarantine \
      (table_name, row_key, column_name, sqlite_type, value, value_bytes, reason, stage) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+const READ_SYNC_STATE: &str = "SELECT applied_seq FROM sqlite2pg.sync_state WHERE id = 1";
+const INIT_SYNC_STATE: &str =
+    "INSERT INTO sqlite2pg.sync_state (id, applied_seq) VALUES (1, $1) ON CONFLICT (id) DO NOTHING";
+const LOCK_SYNC_STATE: &str =
+    "SELECT applied_seq FROM sqlite2pg.sync_state WHERE id = 1 FOR UPDATE";
+const ADVANCE_SYNC_STATE: &str = "UPDATE sqlite2pg.sync_state SET applied_seq = $1, source_committed_at = $2, \
+     applied_at = now(), changes_applied = changes_applied + $3, batches_applied = batches_applied + 1 WHERE id = 1";
+
+/// The applied position, or `None` when sync never started against this target.
+pub async fn sync_position(client: &impl GenericClient) -> Result<Option<i64>> {
+    let row = client
+        .query_opt(READ_SYNC_STATE, &[])
+        .await
+        .map_err(err("read sync_state", None))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Starts sync at `seq` (the snapshot's position) unless a position is already recorded.
+pub async fn init_sync_position(client: &impl GenericClient, seq: i64) -> Result<()> {
+    client
+        .execute(INIT_SYNC_STATE, &[&seq])
+        .await
+        .map_err(err("initialise sync_state", None))?;
+    Ok(())
+}
+
+/// Locks the position row for this transaction and returns it: a second sync applying the
+/// same target waits here, then sees the position moved and stops.
+pub async fn lock_sync_position(client: &impl GenericClient) -> Result<i64> {
+    let row = client
+        .query_one(LOCK_SYNC_STATE, &[])
+        .await
+        .map_err(err("lock sync_state", None))?;
+    Ok(row.get(0))
+}
+
+/// Moves the position forward; call in the batch's transaction so both commit together.
+pub async fn advance_sync_position(
+    client: &impl GenericClient,
+    seq: i64,
+    committed_at: f64,
+    changes: i64,
+) -> Result<()> {
+    client
+        .execute(ADVANCE_SYNC_STATE, &[&seq, &committed_at, &changes])
+        .await
+        .map_err(err("advance sync_state", None))?;
+    Ok(())
+}
 
 /// Where a table stands in the snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,21 @@
+//! `sqlite2pg diff`: are both sides the same, row by row? Keeps promise 5 ("diffs tell the
+//! truth"): both sides are hashed from one canonical encoding of the PostgreSQL-typed value —
+//! the SQLite side through the same conversion the snapshot used, the PostgreSQL side read with
+//! `COPY (SELECT …) TO STDOUT (FORMAT binary)` (`target::copy_out`), which no session setting can
+//! change — so a difference is a real difference and equal values never differ by spelling.
+//!
+//! `canonical` (encoding, row hash), `target::mapping` (what is compared with what), `streams` (both sides
+//! read and hashed in parallel), `compare` (the merge), `buckets` (summaries that sync keeps
+//! current), `report` / `html` (what the operator reads), `run` (the command).
+
+pub mod buckets;
+pub mod canonical;
+pub mod compare;
+pub mod html;
+pub mod report;
+pub mod run;
+pub mod streams;
+
+pub use html::render_html;
+pub use report::{render_text, DiffReport};
+pub use run::{run_diff, DiffOptions, DEFAULT_MAX_DIFFERENCES};

@@ -1,0 +1,195 @@
+//! `sqlite2pg diff`: compares every selected table and assembles the report. Tables run one after
+//! another, each with both sides read in parallel; the report lists at most `max_differences`
+//! rows in all and says when it is partial.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::buckets::TableBuckets;
+use super::canonical::HASH_VERSION;
+use super::compare::{diff_table, parse_key_ranges, quarantined_keys, selected, TableScope};
+use super::report::{DiffReport, SourcePosition, TableDiff};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::source::introspect::read_schema;
+use crate::source::open_read_only;
+use crate::target::mapping::map_table;
+
+/// Version of the JSON report's schema; bumped only when a field changes meaning.
+pub const REPORT_VERSION: u32 = 1;
+
+/// Rows listed when `--max-differences` is not given: enough to see a pattern, small enough
+/// to read.
+pub const DEFAULT_MAX_DIFFERENCES: usize = 100;
+
+#[derive(Debug, Clone)]
+pub struct DiffOptions {
+    pub tables: Option<Vec<String>>,
+    pub keep_case: bool,
+    pub max_differences: usize,
+    pub sample: Option<f64>,
+    /// `table=lo..hi` ranges of single integer keys.
+    pub key_ranges: Vec<String>,
+}
+
+impl Default for DiffOptions {
+    fn default() -> Self {
+        DiffOptions {
+            tables: None,
+            keep_case: false,
+            max_differences: DEFAULT_MAX_DIFFERENCES,
+            sample: None,
+            key_ranges: Vec::new(),
+        }
+    }
+}
+
+/// The source-side bucket summaries, saved so later runs (and sync) can compare buckets first.
+#[derive(Debug, Serialize)]
+struct SavedBuckets<'a> {
+    hash_version: &'static str,
+    tables: Vec<(&'a str, &'a TableBuckets)>,
+}
+
+pub fn run_diff(config: &Config, opts: &DiffOptions) -> Result<DiffReport> {
+    let started = Instant::now();
+    if let Some(p) = opts.sample {
+        if !(p > 0.0 && p <= 1.0) {
+            return Err(Error::Config {
+                field: "--sample".into(),
+                reason: format!("{p} is not a fraction in (0, 1]"),
+            });
+        }
+    }
+    let ranges = parse_key_ranges(&opts.key_ranges)?;
+    let path = config.require_source()?.to_path_buf();
+    let url = config.require_target()?;
+    let conn = open_read_only(&path)?;
+    let schema = read_schema(&conn, &path)?;
+    drop(conn);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            op: "start the async runtime for",
+            path: "PostgreSQL".into(),
+            source,
+        })?;
+    let client = runtime.block_on(url.connect())?;
+    let mut tables = Vec::new();
+    let mut budget = opts.max_differences;
+    for table in selected(&schema, opts.tables.as_deref())? {
+        let mut diff =
+            match runtime.block_on(map_table(&client, &config.schema, table, opts.keep_case))? {
+                None => {
+                    let mut d = TableDiff::new(
+                        &table.name,
+                        "",
+                        vec!["the table does not exist in the target".into()],
+                    );
+                    d.finish();
+                    d
+                }
+                Some(map) if map.key.is_empty() => {
+                    let mut d = TableDiff::new(&table.name, &map.target, map.problems.clone());
+                    d.finish();
+                    d
+                }
+                Some(map) => {
+                    let quarantined = runtime.block_on(quarantined_keys(&client, &table.name))?;
+                    let scope = TableScope {
+                        range: ranges.get(&table.name.to_lowercase()).copied(),
+                        sample: opts.sample,
+                        max_differences: budget,
+                    };
+                    diff_table(config, table, &map, &quarantined, &scope)?
+                }
+            };
+        budget = budget.saturating_sub(diff.differences.len());
+        tracing::info!(table = %diff.table, rows = diff.source_rows, seconds = diff.seconds, verdict = diff.verdict, "compared");
+        diff.finish();
+        tables.push(diff);
+    }
+    let report = assemble(config, opts, tables, started)?;
+    save_buckets(config, &report)?;
+    Ok(report)
+}
+
+fn assemble(
+    config: &Config,
+    opts: &DiffOptions,
+    mut tables: Vec<TableDiff>,
+    started: Instant,
+) -> Result<DiffReport> {
+    let path = config.require_source()?;
+    let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+        op: "stat",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let snapshot_fingerprint = config
+        .state_dir()
+        .ok()
+        .and_then(|d| std::fs::read(d.join("snapshot.json")).ok())
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["blake3"].as_str().map(str::to_string));
+    let mut fp = blake3::Hasher::new_derive_key(HASH_VERSION);
+    for t in &tables {
+        fp.update(t.table.as_bytes());
+        fp.update(t.source_fingerprint.as_bytes());
+    }
+    let differences: Vec<_> = tables
+        .iter_mut()
+        .flat_map(|t| std::mem::take(&mut t.differences))
+        .collect();
+    let partial = tables.iter().any(|t| t.dropped_differences > 0);
+    Ok(DiffReport {
+        report_version: REPORT_VERSION,
+        hash_version: HASH_VERSION,
+        generated_at: chrono::Utc::now().to_rfc3339(),
+        source: SourcePosition {
+            path: path.display().to_string(),
+            bytes: meta.len(),
+            modified_at: meta
+                .modified()
+                .ok()
+                .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()),
+            snapshot_fingerprint,
+        },
+        target: config.require_target()?.redacted(),
+        schema: config.schema.clone(),
+        sample: opts.sample,
+        identical: tables.iter().all(TableDiff::is_identical),
+        fingerprint: fp.finalize().to_hex().to_string(),
+        tables,
+        partial,
+        max_differences: opts.max_differences,
+        differences,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn save_buckets(config: &Config, report: &DiffReport) -> Result<()> {
+    let Ok(dir) = config.ensure_state_dir() else {
+        return Ok(());
+    };
+    let saved = SavedBuckets {
+        hash_version: HASH_VERSION,
+        tables: report
+            .tables
+            .iter()
+            .filter_map(|t| Some((t.table.as_str(), t.source_buckets.as_ref()?)))
+            .collect(),
+    };
+    let path = dir.join("diff-buckets.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec(&saved).expect("buckets always serialise"),
+    )
+    .map_err(|source| Error::Io {
+        op: "write",
+        path,
+        source,
+    })
+}

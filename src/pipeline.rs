@@ -1,0 +1,342 @@
+//! `sqlite2pg sync`: the only module that knows every stage. A capture thread turns committed
+//! SQLite changes into change-log entries (durable before the source's change rows are deleted);
+//! the apply loop replays them into PostgreSQL in batches that end on capture boundaries, each
+//! committed with its position (promise 2). The stages talk through the change log and a wake-up
+//! channel; a stop flag (SIGINT/SIGTERM) ends both after the batch in flight.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use serde::Serialize;
+
+use crate::change::{Boundary, Change};
+use crate::changelog::{ChangeLog, FaultyChangeLog, SledChangeLog};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::snapshot::read_snapshot_record;
+use crate::source::capture::{installed_tables, max_seq, Capturer};
+use crate::source::introspect::{read_schema, Table};
+use crate::source::open_read_only;
+use crate::source::order::migration_order;
+use crate::source::watcher::Watcher;
+use crate::target::apply::{apply_batch, ApplyTable};
+use crate::target::mapping::map_table;
+use crate::target::state::{ensure_state, init_sync_position, sync_position};
+
+/// Most changes one apply transaction takes: large enough for throughput, small enough that a
+/// batch commits in well under a second.
+pub const DEFAULT_BATCH_CHANGES: usize = 10_000;
+/// How long the capture stage sleeps when the watcher reports nothing: the fallback for
+/// filesystems where notify misses events; no busy loop when idle.
+pub const DEFAULT_POLL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Exit once everything committed in SQLite when sync started is applied.
+    pub catch_up: bool,
+    pub poll: Duration,
+    pub batch_changes: usize,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            catch_up: false,
+            poll: DEFAULT_POLL,
+            batch_changes: DEFAULT_BATCH_CHANGES,
+        }
+    }
+}
+
+/// Where sync stands, for the status line and `status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncStatus {
+    pub captured_seq: u64,
+    pub applied_seq: u64,
+    pub lag_changes: u64,
+    pub lag_seconds: f64,
+    pub batches: u64,
+    pub changes_applied: u64,
+    pub quarantined: u64,
+    pub changes_per_second: f64,
+}
+
+/// Runs sync until `stop` is set (or, with `catch_up`, until caught up).
+pub fn run_sync(
+    config: &Config,
+    opts: &SyncOptions,
+    stop: &AtomicBool,
+    on_status: &(dyn Fn(&SyncStatus) + Sync),
+) -> Result<SyncStatus> {
+    let path = config.require_source()?.to_path_buf();
+    let state_dir = config.ensure_state_dir()?;
+    let start_seq = snapshot_position(&state_dir)?;
+    let tables = replicated_tables(&path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            op: "start the async runtime for",
+            path: "PostgreSQL".into(),
+            source,
+        })?;
+    let url = config.require_target()?;
+    let mut client = runtime.block_on(url.connect())?;
+    runtime.block_on(ensure_state(&client))?;
+    runtime.block_on(init_sync_position(&client, start_seq as i64))?;
+    let mut apply_tables = Vec::new();
+    for t in &tables {
+        let map = runtime
+            .block_on(map_table(&client, &config.schema, t, false))?
+            .ok_or_else(|| Error::Data {
+                table: t.name.clone(),
+                reason: "the table does not exist in the target: run snapshot first".into(),
+            })?;
+        if let Some(p) = map.problems.first() {
+            return Err(Error::Data {
+                table: t.name.clone(),
+                reason: format!("the source schema no longer matches the target ({p}): sync cannot apply changes to it; re-run snapshot --fresh"),
+            });
+        }
+        apply_tables.push(runtime.block_on(ApplyTable::load(&client, &config.schema, map))?);
+    }
+    let log = FaultyChangeLog::new(SledChangeLog::open(&state_dir.join("changelog"))?);
+    let catch_up_target = if opts.catch_up {
+        Some(max_seq(&open_read_only(&path)?)?)
+    } else {
+        None
+    };
+    let captured = AtomicU64::new(0);
+    let capture_failed = AtomicBool::new(false);
+    let (wake_tx, wake_rx) = crossbeam_channel::unbounded::<()>();
+    std::thread::scope(|s| {
+        let capture = s.spawn(|| {
+            let r = capture_loop(
+                &path, &tables, &log, start_seq, opts.poll, stop, &captured, &wake_tx,
+            );
+            if r.is_err() {
+                capture_failed.store(true, Ordering::SeqCst);
+            }
+            drop(wake_tx);
+            r
+        });
+        let ctx = ApplyContext {
+            config,
+            opts,
+            log: &log,
+            tables: &apply_tables,
+            stop,
+            captured: &captured,
+            capture_failed: &capture_failed,
+            wake: &wake_rx,
+            catch_up_target,
+            on_status,
+        };
+        let applied = runtime.block_on(apply_loop(&mut client, &ctx));
+        stop.store(true, Ordering::SeqCst);
+        let captured = capture.join().expect("the capture thread panicked");
+        match (applied, captured) {
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            (Ok(status), Ok(())) => Ok(status),
+        }
+    })
+}
+
+/// The change sequence the snapshot includes; sync applies exactly what comes after it.
+fn snapshot_position(state_dir: &Path) -> Result<u64> {
+    let record = read_snapshot_record(state_dir)?.ok_or_else(|| Error::Config {
+        field: "--state-dir".into(),
+        reason: format!(
+            "no snapshot recorded in {}: run `sqlite2pg snapshot` first",
+            state_dir.display()
+        ),
+    })?;
+    if record.status != "complete" {
+        return Err(Error::Config {
+            field: "snapshot".into(),
+            reason: "the snapshot did not finish: run `sqlite2pg snapshot` again (it resumes)"
+                .into(),
+        });
+    }
+    record.change_seq.map(|s| s as u64).ok_or_else(|| Error::Config {
+        field: "snapshot".into(),
+        reason: "the snapshot ran without change capture (--no-capture), so changes made since are unknown: run `sqlite2pg snapshot --fresh`".into(),
+    })
+}
+
+/// The tables whose capture triggers are installed, in migration order.
+fn replicated_tables(path: &Path) -> Result<Vec<Table>> {
+    let conn = open_read_only(path)?;
+    let installed = installed_tables(&conn)?.ok_or_else(|| Error::Config {
+        field: "--source".into(),
+        reason: "change capture is not installed in this database (sqlite2pg rollback removed it, or snapshot ran with --no-capture): run `sqlite2pg snapshot --fresh`".into(),
+    })?;
+    let schema = read_schema(&conn, path)?;
+    Ok(migration_order(&schema)
+        .tables
+        .iter()
+        .filter(|n| installed.iter().any(|i| i.eq_ignore_ascii_case(n)))
+        .filter_map(|n| schema.table(n).cloned())
+        .collect())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn capture_loop(
+    path: &Path,
+    tables: &[Table],
+    log: &dyn ChangeLog,
+    start_seq: u64,
+    poll: Duration,
+    stop: &AtomicBool,
+    captured: &AtomicU64,
+    wake: &Sender<()>,
+) -> Result<()> {
+    let mut capturer = Capturer::open(path, tables)?;
+    let watcher = Watcher::start(path, poll)?;
+    let mut pos = log
+        .last_boundary()?
+        .map_or(start_seq, |b| b.end_seq.max(start_seq));
+    log.discard_after(pos)?;
+    captured.store(pos, Ordering::SeqCst);
+    let mut pending_delete = true;
+    let schema_version = capturer.schema_version()?;
+    while !stop.load(Ordering::SeqCst) {
+        if pending_delete {
+            pending_delete = capturer.delete_through(pos).is_err();
+        }
+        if capturer.schema_version()? != schema_version {
+            return Err(Error::Data {
+                table: "(schema)".into(),
+                reason: "the source schema changed during sync (PRAGMA schema_version moved): stop the application's migration or re-run snapshot; sync stopped at a consistent position".into(),
+            });
+        }
+        match capturer.capture(pos, &mut |chunk: &[Change]| log.append(chunk))? {
+            Some(b) => {
+                log.commit_boundary(&b)?;
+                crate::fault::hit(crate::fault::SYNC_AFTER_LOG_FLUSH);
+                pos = b.end_seq;
+                captured.store(pos, Ordering::SeqCst);
+                pending_delete = true;
+                let _ = wake.send(());
+            }
+            None => {
+                watcher.wait(poll);
+            }
+        }
+    }
+    Ok(())
+}
+
+struct ApplyContext<'a> {
+    config: &'a Config,
+    opts: &'a SyncOptions,
+    log: &'a dyn ChangeLog,
+    tables: &'a [ApplyTable],
+    stop: &'a AtomicBool,
+    captured: &'a AtomicU64,
+    capture_failed: &'a AtomicBool,
+    wake: &'a Receiver<()>,
+    catch_up_target: Option<u64>,
+    on_status: &'a (dyn Fn(&SyncStatus) + Sync),
+}
+
+async fn apply_loop(
+    client: &mut tokio_postgres::Client,
+    ctx: &ApplyContext<'_>,
+) -> Result<SyncStatus> {
+    let started = Instant::now();
+    let mut status = SyncStatus {
+        applied_seq: sync_position(&*client).await?.unwrap_or(0) as u64,
+        ..SyncStatus::default()
+    };
+    let mut last_report = Instant::now();
+    loop {
+        let bounds = ctx.log.boundaries_after(status.applied_seq, 10_000)?;
+        update_lag(&mut status, ctx, &bounds, started);
+        if last_report.elapsed() >= Duration::from_secs(2) {
+            (ctx.on_status)(&status);
+            last_report = Instant::now();
+        }
+        if bounds.is_empty() {
+            if ctx.capture_failed.load(Ordering::SeqCst) || ctx.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if ctx.catch_up_target.is_some_and(|t| {
+                status.applied_seq >= t && ctx.captured.load(Ordering::SeqCst) >= t
+            }) {
+                break;
+            }
+            let _ = ctx.wake.recv_timeout(Duration::from_millis(50));
+            continue;
+        }
+        let through = batch_end(&bounds, ctx.opts.batch_changes);
+        let mut changes = Vec::new();
+        ctx.log
+            .for_each_in(status.applied_seq, through.end_seq, &mut |c| {
+                changes.push(c);
+                Ok(())
+            })?;
+        let stats = apply_batch(
+            client,
+            &ctx.config.schema,
+            ctx.tables,
+            status.applied_seq,
+            &through,
+            changes,
+            ctx.config.convert,
+        )
+        .await?;
+        crate::fault::hit(crate::fault::SYNC_AFTER_APPLY_COMMIT);
+        ctx.log.trim_through(through.end_seq)?;
+        status.applied_seq = through.end_seq;
+        status.batches += 1;
+        status.changes_applied += stats.changes;
+        status.quarantined += stats.quarantined;
+        tracing::debug!(
+            seq = through.end_seq,
+            changes = stats.changes,
+            upserted = stats.upserted,
+            deleted = stats.deleted,
+            "batch applied"
+        );
+    }
+    let bounds = ctx.log.boundaries_after(status.applied_seq, 1)?;
+    update_lag(&mut status, ctx, &bounds, started);
+    (ctx.on_status)(&status);
+    Ok(status)
+}
+
+/// The last boundary that keeps the batch within `max` changes (always at least one boundary,
+/// so a huge source transaction is applied whole, as one consistent state).
+fn batch_end(bounds: &[Boundary], max: usize) -> Boundary {
+    let mut total = 0u64;
+    let mut end = bounds[0];
+    for b in bounds {
+        if total > 0 && total + b.changes > max as u64 {
+            break;
+        }
+        total += b.changes;
+        end = *b;
+    }
+    end
+}
+
+fn update_lag(
+    status: &mut SyncStatus,
+    ctx: &ApplyContext<'_>,
+    pending: &[Boundary],
+    started: Instant,
+) {
+    status.captured_seq = ctx.captured.load(Ordering::SeqCst).max(status.applied_seq);
+    status.lag_changes = pending.iter().map(|b| b.changes).sum();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    status.lag_seconds = pending
+        .first()
+        .map_or(0.0, |b| (now - b.committed_at).max(0.0));
+    status.changes_per_second =
+        status.changes_applied as f64 / started.elapsed().as_secs_f64().max(1e-9);
+}

@@ -1,0 +1,567 @@
+//! Change capture from the live application database. [`install`] puts key-only triggers on the
+//! captured tables; they log `(table, op, key)` into `_sqlite2pg_changes`, in the application's
+//! own transactions. A [`Capturer`] reads that log together with the *current* row images inside
+//! one read transaction, so every cycle ends on a consistent source state (promise 2), and
+//! [`max_seq`] read inside the snapshot's transaction is the exact handoff point (promise 1).
+//!
+//! Promise 4: everything installed is named `_sqlite2pg_…` and [`uninstall`] removes it, leaving
+//! `sqlite_schema` exactly as the application had it. Writes here wait on the application's locks
+//! with [`BUSY_TIMEOUT`]; capture reads never block a WAL writer (in rollback-journal mode a read
+//! holds a shared lock while it runs, as any reader does); nothing here changes the journal mode
+//! or checkpoints. The trigger SQL only uses what SQLite 3.24 already had, because the
+//! application's SQLite runs it.
+//!
+//! What capture cannot see, so the apply side must handle it:
+//! - `INSERT OR REPLACE` (or `REPLACE`) evicting a row through a UNIQUE conflict on a column other
+//!   than the key fires no delete trigger (SQLite fires them only under `recursive_triggers`):
+//!   capture sees the insert only, and apply must evict the conflicting row itself.
+//! - `quote()` cuts text at a NUL byte, so a text key containing NUL is logged truncated.
+//! - `quote()` does not print every double exactly: old SQLite printed 15 significant digits, and
+//!   the bundled 3.50 prints digits that are off for some magnitudes beyond about 1e±100
+//!   (`3.333333333333333e149`). A REAL key with such a value is not found again and is captured
+//!   as deleted; `diff` reports the row. Keys of realistic magnitude round-trip (tested).
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::config::DbConfig;
+use rusqlite::types::ToSqlOutput;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::introspect::Table;
+use super::{quote_ident, BUSY_TIMEOUT};
+use crate::change::{Boundary, Change, RawValue};
+use crate::error::{Error, Result};
+use crate::fault;
+
+mod key;
+mod triggers;
+
+pub use key::parse_key;
+use key::parse_key_bytes;
+use triggers::{key_columns, table_triggers, KeyColumn, TriggerDef};
+
+/// The change log. `seq` is the rowid *without* AUTOINCREMENT: AUTOINCREMENT would create
+/// `sqlite_sequence`, which SQLite never lets anyone drop, so `uninstall` could not restore the
+/// schema. Seqs still never go back: SQLite hands out max(rowid)+1 and
+/// [`Capturer::delete_through`] always keeps the newest row.
+const CREATE_CHANGES: &str = "CREATE TABLE _sqlite2pg_changes (seq INTEGER PRIMARY KEY, \
+     tbl TEXT NOT NULL, op TEXT NOT NULL, key TEXT NOT NULL, \
+     at REAL NOT NULL DEFAULT (julianday('now')))";
+const CREATE_META: &str = "CREATE TABLE _sqlite2pg_meta (key TEXT PRIMARY KEY, value TEXT)";
+const CHANGES_TABLE: &str = "_sqlite2pg_changes";
+const META_TABLE: &str = "_sqlite2pg_meta";
+/// Every object sqlite2pg installs (GLOB, because `_` is a wildcard for LIKE).
+const OWN_OBJECTS: &str =
+    "SELECT type, name, sql FROM sqlite_schema WHERE name GLOB '_sqlite2pg_*' ORDER BY rowid";
+const META_EXISTS: &str =
+    "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = '_sqlite2pg_meta'";
+const META_GET: &str = "SELECT value FROM _sqlite2pg_meta WHERE key = ?1";
+const META_SET: &str = "INSERT OR REPLACE INTO _sqlite2pg_meta (key, value) VALUES (?1, ?2)";
+const META_SET_ONCE: &str = "INSERT OR IGNORE INTO _sqlite2pg_meta (key, value) \
+     VALUES ('installed_at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))";
+const SCHEMA_VERSION: &str = "PRAGMA schema_version";
+const MAX_SEQ: &str = "SELECT coalesce(max(seq), 0) FROM _sqlite2pg_changes";
+const READ_CHANGES: &str =
+    "SELECT seq, tbl, key, at FROM _sqlite2pg_changes WHERE seq > ?1 ORDER BY seq";
+/// Keeps the newest row so the next seq stays above every seq ever handed out.
+const DELETE_THROUGH: &str = "DELETE FROM _sqlite2pg_changes WHERE seq <= ?1 \
+     AND seq < (SELECT max(seq) FROM _sqlite2pg_changes)";
+
+/// Changes handed to the sink at once. A thousand row images keep memory flat for a
+/// 100k-row application transaction while making the per-call cost of the sink negligible.
+pub const CHUNK_ROWS: usize = 1000;
+
+/// Julian day of the Unix epoch.
+const UNIX_EPOCH_JULIAN_DAY: f64 = 2_440_587.5;
+
+/// Installs (idempotently) the change table, the meta table and three triggers on each table, in
+/// one `BEGIN IMMEDIATE` transaction. Triggers already installed with the same SQL are left
+/// alone; stale ones (other tables, older SQL) are replaced. Sets [`BUSY_TIMEOUT`] on `conn`.
+pub fn install(conn: &Connection, path: &Path, tables: &[Table]) -> Result<()> {
+    const OP: &str = "install change capture";
+    let mut wanted = Vec::with_capacity(tables.len() * 3);
+    for table in tables {
+        wanted.extend(table_triggers(table)?);
+    }
+    let fail = |e| source_error(OP, path, None, e);
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(fail)?;
+    let existing = own_objects(&tx).map_err(fail)?;
+    for (name, sql) in [(CHANGES_TABLE, CREATE_CHANGES), (META_TABLE, CREATE_META)] {
+        if !existing.iter().any(|o| o.name == name) {
+            tx.execute_batch(sql).map_err(fail)?;
+        }
+    }
+    for old in existing.iter().filter(|o| o.kind == "trigger") {
+        if !wanted
+            .iter()
+            .any(|t| t.name == old.name && t.sql == old.sql)
+        {
+            let drop = format!("DROP TRIGGER {}", quote_ident(&old.name));
+            tx.execute_batch(&drop).map_err(fail)?;
+        }
+    }
+    for trigger in &wanted {
+        let present = existing
+            .iter()
+            .any(|o| o.name == trigger.name && o.sql == trigger.sql);
+        if !present {
+            tx.execute_batch(&trigger.sql)
+                .map_err(|e| source_error(OP, path, Some(&trigger.table), e))?;
+        }
+    }
+    record_install(&tx, tables).map_err(fail)?;
+    tx.commit().map_err(fail)
+}
+
+fn record_install(conn: &Connection, tables: &[Table]) -> rusqlite::Result<()> {
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    let names = serde_json::to_string(&names).expect("a list of strings serializes");
+    conn.execute(META_SET, ["tables", &names])?;
+    conn.execute(META_SET, ["sqlite2pg_version", env!("CARGO_PKG_VERSION")])?;
+    conn.execute(META_SET_ONCE, [])?;
+    let version: i64 = conn.query_row(SCHEMA_VERSION, [], |r| r.get(0))?;
+    conn.execute(META_SET, ["schema_version", &version.to_string()])?;
+    Ok(())
+}
+
+/// Drops every `_sqlite2pg_…` trigger and table (triggers first) in one `BEGIN IMMEDIATE`
+/// transaction and returns their names. Afterwards `sqlite_schema` holds exactly what the
+/// application had. Unread changes are dropped with the change table: SQLite stays the system
+/// of record.
+pub fn uninstall(conn: &Connection, path: &Path) -> Result<Vec<String>> {
+    let fail = |e| source_error("uninstall change capture", path, None, e);
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(fail)?;
+    let mut objects = own_objects(&tx).map_err(fail)?;
+    objects.retain(|o| o.kind == "trigger" || o.kind == "table");
+    objects.sort_by_key(|o| o.kind != "trigger");
+    for object in &objects {
+        let kind = if object.kind == "trigger" {
+            "TRIGGER"
+        } else {
+            "TABLE"
+        };
+        let drop = format!("DROP {kind} IF EXISTS {}", quote_ident(&object.name));
+        tx.execute_batch(&drop).map_err(fail)?;
+    }
+    tx.commit().map_err(fail)?;
+    Ok(objects.into_iter().map(|o| o.name).collect())
+}
+
+/// The tables capture was installed for, or `None` when it is not installed.
+pub fn installed_tables(conn: &Connection) -> Result<Option<Vec<String>>> {
+    let path = connection_path(conn);
+    let fail = |e| source_error("read the capture metadata", &path, None, e);
+    let installed: bool = conn
+        .query_row(META_EXISTS, [], |r| r.get(0))
+        .map_err(fail)?;
+    if !installed {
+        return Ok(None);
+    }
+    let value: Option<String> = conn
+        .query_row(META_GET, ["tables"], |r| r.get(0))
+        .optional()
+        .map_err(fail)?
+        .flatten();
+    let broken = |reason: String| Error::Data {
+        table: META_TABLE.into(),
+        reason,
+    };
+    let value = value.ok_or_else(|| broken("no table list recorded: run install again".into()))?;
+    serde_json::from_str(&value)
+        .map(Some)
+        .map_err(|e| broken(format!("unreadable table list: {e}")))
+}
+
+/// The highest change seq visible to `conn`'s current transaction; 0 when nothing was logged.
+/// Read inside the snapshot's read transaction, it is the snapshot's handoff point S.
+pub fn max_seq(conn: &Connection) -> Result<u64> {
+    conn.query_row(MAX_SEQ, [], |r| r.get::<_, i64>(0))
+        .map(|seq| seq as u64)
+        .map_err(|e| {
+            source_error(
+                "read the highest change seq",
+                &connection_path(conn),
+                None,
+                e,
+            )
+        })
+}
+
+/// Reads change rows and current row images from the application's database; see the module
+/// docs. Holds its own read-write connection; a read transaction lives only inside one
+/// [`Capturer::capture`] call.
+pub struct Capturer {
+    conn: Connection,
+    path: PathBuf,
+    tables: Vec<CapturedTable>,
+    by_name: HashMap<String, usize>,
+    /// The schema version at which the triggers were last verified intact.
+    verified_schema: Cell<Option<i64>>,
+}
+
+/// How one captured table's rows are read back.
+struct CapturedTable {
+    name: String,
+    /// `SELECT <every column> FROM t WHERE k1 IS ?1 AND …`
+    image_sql: String,
+    width: usize,
+    /// For each key column its position in the image; `None` for the rowid.
+    key_in_image: Vec<Option<usize>>,
+    triggers: Vec<TriggerDef>,
+}
+
+/// One change row still to be turned into a [`Change`]: the last seq of its key in this cycle.
+struct PendingKey {
+    seq: u64,
+    table: usize,
+    key: Vec<u8>,
+}
+
+/// What one cycle read from the change log, coalesced per key and ordered by seq.
+struct Pending {
+    end_seq: u64,
+    max_at: f64,
+    keys: Vec<PendingKey>,
+}
+
+impl Capturer {
+    /// Opens the database read-write (it must exist) with [`BUSY_TIMEOUT`], automatic
+    /// checkpoints off and no checkpoint on close, and checks that capture is installed, with
+    /// this version's triggers, on every table in `tables`.
+    pub fn open(path: &Path, tables: &[Table]) -> Result<Capturer> {
+        let conn = open_read_write(path)?;
+        conn.set_prepared_statement_cache_capacity(tables.len() + 8);
+        let captured = tables
+            .iter()
+            .map(CapturedTable::new)
+            .collect::<Result<Vec<_>>>()?;
+        let by_name = captured
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        let capturer = Capturer {
+            conn,
+            path: path.to_path_buf(),
+            tables: captured,
+            by_name,
+            verified_schema: Cell::new(None),
+        };
+        capturer.verify_triggers(&capturer.conn)?;
+        Ok(capturer)
+    }
+
+    /// Sets how long writes (`delete_through`) wait for the application's locks.
+    pub fn set_busy_timeout(&mut self, timeout: Duration) -> Result<()> {
+        self.conn
+            .busy_timeout(timeout)
+            .map_err(|e| self.source_error("set busy timeout", None, e))
+    }
+
+    /// Captures every change after seq `after`, in one read transaction: change rows are
+    /// coalesced per key (keeping the last seq), and each key's current row image is read from
+    /// the same snapshot. Changes reach `sink` in seq order, in chunks of at most
+    /// [`CHUNK_ROWS`]. `Ok(Some(b))` guarantees every change with `after < seq <= b.end_seq` was
+    /// sunk and the images are one consistent state; `Ok(None)`: nothing new. On `Err` some
+    /// chunks may have been sunk: the caller discards everything past its last boundary.
+    /// Fails naming the table when a change row is for a table not captured here, or when the
+    /// capture triggers were changed or dropped since they were verified.
+    pub fn capture(
+        &mut self,
+        after: u64,
+        sink: &mut dyn FnMut(&[Change]) -> Result<()>,
+    ) -> Result<Option<Boundary>> {
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Deferred)
+            .map_err(|e| self.source_error("begin the capture read", None, e))?;
+        self.verify_triggers(&tx)?;
+        let Some(pending) = self.read_pending(&tx, after)? else {
+            return Ok(None);
+        };
+        let changes = self.emit(&tx, &pending.keys, sink)?;
+        tx.commit()
+            .map_err(|e| self.source_error("end the capture read", None, e))?;
+        Ok(Some(Boundary {
+            end_seq: pending.end_seq,
+            committed_at: (pending.max_at - UNIX_EPOCH_JULIAN_DAY) * 86_400.0,
+            changes,
+        }))
+    }
+
+    /// Deletes change rows with `seq <= through` in one `BEGIN IMMEDIATE` transaction (waiting
+    /// on the application's lock up to the busy timeout; a busy error is transient) and returns
+    /// how many went. The newest row is always kept so seqs never go back. Call it only once
+    /// the change log flushed everything through `through`.
+    pub fn delete_through(&mut self, through: u64) -> Result<u64> {
+        let fail = |e| self.source_error("delete flushed changes", None, e);
+        let tx =
+            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(fail)?;
+        let deleted = tx
+            .execute(DELETE_THROUGH, [seq_param(through)])
+            .map_err(fail)?;
+        fault::hit(fault::CAPTURE_BEFORE_DELETE_COMMIT);
+        tx.commit().map_err(fail)?;
+        Ok(deleted as u64)
+    }
+
+    /// `PRAGMA schema_version`: changes whenever the application (or install) changes the schema.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.conn
+            .query_row(SCHEMA_VERSION, [], |r| r.get(0))
+            .map_err(|e| self.source_error("read the schema version", None, e))
+    }
+
+    /// Checks, when the schema changed since the last check, that every capture trigger is
+    /// still there with the SQL this version installs: a rebuilt or altered table loses or
+    /// changes its triggers, and its changes would be missed silently.
+    fn verify_triggers(&self, conn: &Connection) -> Result<()> {
+        let fail = |e| self.source_error("check the capture triggers", None, e);
+        let version: i64 = conn
+            .query_row(SCHEMA_VERSION, [], |r| r.get(0))
+            .map_err(|e| super::classify_open_error(&self.path, e))?;
+        let first = self.verified_schema.get().is_none();
+        if self.verified_schema.get() == Some(version) {
+            return Ok(());
+        }
+        let existing = own_objects(conn).map_err(fail)?;
+        for table in &self.tables {
+            let intact = table.triggers.iter().all(|t| {
+                existing
+                    .iter()
+                    .any(|o| o.kind == "trigger" && o.name == t.name && o.sql == t.sql)
+            });
+            if !intact {
+                let reason = if first {
+                    "change capture is not installed on this table (or by another sqlite2pg \
+                     version): install it before the snapshot"
+                } else {
+                    "its capture triggers were dropped or changed (did the application alter or \
+                     rebuild the table?): changes may have been missed; install again and take \
+                     a new snapshot"
+                };
+                return Err(Error::Data {
+                    table: table.name.clone(),
+                    reason: format!("{reason} ({})", self.path.display()),
+                });
+            }
+        }
+        self.verified_schema.set(Some(version));
+        Ok(())
+    }
+
+    /// Reads change rows after `after`, coalesced per (table, key) to the last seq.
+    fn read_pending(&self, conn: &Connection, after: u64) -> Result<Option<Pending>> {
+        let fail = |e| self.source_error("read the change log", None, e);
+        let mut stmt = conn.prepare_cached(READ_CHANGES).map_err(fail)?;
+        let mut rows = stmt.query([seq_param(after)]).map_err(fail)?;
+        let mut last: HashMap<(usize, Vec<u8>), u64> = HashMap::new();
+        let (mut end_seq, mut max_at) = (0u64, f64::MIN);
+        while let Some(row) = rows.next().map_err(fail)? {
+            let seq = row.get::<_, i64>(0).map_err(fail)? as u64;
+            let tbl = row.get_ref(1).map_err(fail)?;
+            let table = self.table_index(seq, tbl.as_bytes().unwrap_or_default())?;
+            let key = row.get_ref(2).map_err(fail)?.as_bytes().unwrap_or_default();
+            last.insert((table, key.to_vec()), seq);
+            end_seq = seq;
+            max_at = max_at.max(row.get(3).map_err(fail)?);
+        }
+        if last.is_empty() {
+            return Ok(None);
+        }
+        let mut keys: Vec<PendingKey> = last
+            .into_iter()
+            .map(|((table, key), seq)| PendingKey { seq, table, key })
+            .collect();
+        keys.sort_unstable_by_key(|k| k.seq);
+        Ok(Some(Pending {
+            end_seq,
+            max_at,
+            keys,
+        }))
+    }
+
+    fn table_index(&self, seq: u64, tbl: &[u8]) -> Result<usize> {
+        let name = String::from_utf8_lossy(tbl);
+        self.by_name.get(name.as_ref()).copied().ok_or_else(|| {
+            let captured: Vec<&str> = self.tables.iter().map(|t| t.name.as_str()).collect();
+            Error::Data {
+                table: name.into_owned(),
+                reason: format!(
+                    "change seq {seq} in {} is for a table this capture does not read \
+                     (captured: {captured:?}); its changes would be lost",
+                    self.path.display()
+                ),
+            }
+        })
+    }
+
+    /// Turns pending keys into changes with their current images, sinking each chunk.
+    fn emit(
+        &self,
+        conn: &Connection,
+        keys: &[PendingKey],
+        sink: &mut dyn FnMut(&[Change]) -> Result<()>,
+    ) -> Result<u64> {
+        let mut sunk = 0u64;
+        let mut chunk = Vec::with_capacity(CHUNK_ROWS.min(keys.len()));
+        for part in keys.chunks(CHUNK_ROWS) {
+            chunk.clear();
+            for pending in part {
+                chunk.push(self.current_change(conn, pending)?);
+            }
+            sink(&chunk)?;
+            sunk += chunk.len() as u64;
+            fault::hit(fault::CAPTURE_AFTER_CHUNK);
+        }
+        Ok(sunk)
+    }
+
+    fn current_change(&self, conn: &Connection, pending: &PendingKey) -> Result<Change> {
+        let table = &self.tables[pending.table];
+        let bad_key = |reason: String| Error::Data {
+            table: table.name.clone(),
+            reason: format!(
+                "change seq {}: key {} cannot be read: {reason}",
+                pending.seq,
+                String::from_utf8_lossy(&pending.key)
+            ),
+        };
+        let key = parse_key_bytes(&pending.key).map_err(bad_key)?;
+        if key.len() != table.key_in_image.len() {
+            let expected = table.key_in_image.len();
+            return Err(bad_key(format!("the table's key has {expected} columns")));
+        }
+        let image = table
+            .read_image(conn, &key)
+            .map_err(|e| self.source_error("read the current row", Some(&table.name), e))?;
+        Ok(Change {
+            seq: pending.seq,
+            table: table.name.clone(),
+            key,
+            image,
+        })
+    }
+
+    fn source_error(&self, op: &'static str, table: Option<&str>, e: rusqlite::Error) -> Error {
+        source_error(op, &self.path, table, e)
+    }
+}
+
+impl CapturedTable {
+    fn new(table: &Table) -> Result<CapturedTable> {
+        let key = key_columns(table)?;
+        let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let filter: Vec<String> = key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{} IS ?{}", k.sql(), i + 1))
+            .collect();
+        let key_in_image = key
+            .iter()
+            .map(|k| match k {
+                KeyColumn::Named(name) => table.columns.iter().position(|c| &c.name == name),
+                KeyColumn::Rowid(_) => None,
+            })
+            .collect();
+        Ok(CapturedTable {
+            name: table.name.clone(),
+            image_sql: format!(
+                "SELECT {} FROM {} WHERE {}",
+                columns.join(", "),
+                quote_ident(&table.name),
+                filter.join(" AND ")
+            ),
+            width: columns.len(),
+            key_in_image,
+            triggers: table_triggers(table)?,
+        })
+    }
+
+    /// The row whose key is exactly `key`, if it exists. The lookup uses the key's collation
+    /// (so an index serves it); a row matching only under NOCASE or numeric equality (1 vs
+    /// 1.0) is another key's row, so it does not count.
+    fn read_image(
+        &self,
+        conn: &Connection,
+        key: &[RawValue],
+    ) -> rusqlite::Result<Option<Vec<RawValue>>> {
+        let mut stmt = conn.prepare_cached(&self.image_sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(
+            key.iter().map(|v| ToSqlOutput::Borrowed(v.as_ref())),
+        ))?;
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        let image = (0..self.width)
+            .map(|i| row.get_ref(i).map(RawValue::from_ref))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let exact = self
+            .key_in_image
+            .iter()
+            .zip(key)
+            .all(|(position, value)| position.is_none_or(|p| image[p] == *value));
+        Ok(exact.then_some(image))
+    }
+}
+
+/// An object sqlite2pg installed, as `sqlite_schema` lists it.
+struct OwnObject {
+    kind: String,
+    name: String,
+    sql: String,
+}
+
+fn own_objects(conn: &Connection) -> rusqlite::Result<Vec<OwnObject>> {
+    let mut stmt = conn.prepare(OWN_OBJECTS)?;
+    let rows = stmt.query_map([], |r| {
+        Ok(OwnObject {
+            kind: r.get(0)?,
+            name: r.get(1)?,
+            sql: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+        })
+    })?;
+    rows.collect()
+}
+
+fn open_read_write(path: &Path) -> Result<Connection> {
+    let fail = |op| move |e| source_error(op, path, None, e);
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(fail("open"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(fail("set busy timeout"))?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        .map_err(fail("turn off checkpoint on close"))?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(fail("turn off automatic checkpoints"))?;
+    Ok(conn)
+}
+
+/// Seqs are SQLite rowids: never above `i64::MAX`.
+fn seq_param(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+fn connection_path(conn: &Connection) -> PathBuf {
+    conn.path().map(PathBuf::from).unwrap_or_default()
+}
+
+fn source_error(
+    op: &'static str,
+    path: &Path,
+    table: Option<&str>,
+    source: rusqlite::Error,
+) -> Error {
+    Error::Source {
+        op,
+        path: path.to_path_buf(),
+        table: table.map(str::to_string),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests;

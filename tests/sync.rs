@@ -1,0 +1,343 @@
+//! `sqlite2pg sync` end to end: the snapshot-to-sync handoff under a live writer (no gap, no
+//! duplicate), every capture hole named in the sync issue, exactly-once apply across crashes at
+//! each fault point and at random moments, and rollback leaving the source as the app knew it.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use rusqlite::Connection;
+use sqlite2pg::config::{Config, GlobalFlags};
+use sqlite2pg::diff::{render_text, run_diff, DiffOptions};
+use sqlite2pg::pipeline::{run_sync, SyncOptions, SyncStatus};
+use sqlite2pg::sample_app::{generate, GenerateOptions, LiveWriter, WriterOptions};
+
+use crate::snapshot::{options, query, snapshot};
+use crate::support::pg::TestDb;
+use crate::support::{temp_dir, wait_until};
+
+fn config(source: &Path, db: &TestDb) -> Config {
+    let flags = GlobalFlags {
+        source: Some(source.to_path_buf()),
+        target: Some(db.url_string()),
+        ..GlobalFlags::default()
+    };
+    Config::resolve(&flags).unwrap()
+}
+
+fn catch_up(source: &Path, db: &TestDb) -> SyncStatus {
+    let stop = AtomicBool::new(false);
+    run_sync(
+        &config(source, db),
+        &SyncOptions {
+            catch_up: true,
+            ..SyncOptions::default()
+        },
+        &stop,
+        &|_| {},
+    )
+    .expect("sync --catch-up")
+}
+
+fn assert_identical(source: &Path, db: &TestDb) {
+    let report = run_diff(&config(source, db), &DiffOptions::default()).expect("diff");
+    assert!(report.identical, "{}", render_text(&report));
+}
+
+fn sample(dir: &Path, scale: f64) -> std::path::PathBuf {
+    let path = dir.join("app.db");
+    generate(&path, &GenerateOptions { scale, seed: 11 }).unwrap();
+    path
+}
+
+#[test]
+fn handoff_under_a_live_writer_loses_and_duplicates_nothing() {
+    let dir = temp_dir();
+    let src = sample(dir.path(), 0.003);
+    let db = TestDb::new();
+    let writer = LiveWriter::start(
+        &src,
+        WriterOptions {
+            rate_per_sec: 300.0,
+            seed: 5,
+        },
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(10), "the writer is writing", || {
+        writer.stats().transactions > 30
+    });
+    snapshot(&src, &db, &options()).expect("snapshot while the writer writes");
+    let before = writer.stats().transactions;
+    wait_until(
+        Duration::from_secs(10),
+        "more writes after the snapshot",
+        || writer.stats().transactions > before + 200,
+    );
+    let stats = writer.stop().unwrap();
+    assert!(
+        stats.deletes > 0 && stats.updates > 0 && stats.inserts > 0,
+        "{stats:?}"
+    );
+    let status = catch_up(&src, &db);
+    assert!(status.changes_applied > 0);
+    assert_eq!(status.lag_changes, 0, "lag is 0 when the source is idle");
+    assert_identical(&src, &db);
+}
+
+/// A database with one table per capture hole, snapshotted; returns its path.
+fn holes_db(dir: &Path, db: &TestDb) -> std::path::PathBuf {
+    let src = dir.join("holes.db");
+    let conn = Connection::open(&src).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE, name TEXT);
+         CREATE TABLE items (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users(id), label TEXT);
+         CREATE TABLE kv (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID;
+         CREATE TABLE pairs (a TEXT, b INTEGER, note TEXT, PRIMARY KEY (a, b));
+         CREATE TABLE logs (line TEXT);
+         INSERT INTO users VALUES (1, 'a@x', 'A'), (2, 'b@x', 'B'), (3, 'c@x', 'C');
+         INSERT INTO items VALUES (1, 1, 'one'), (2, 2, 'two');
+         INSERT INTO kv VALUES ('k1', x'01'), ('k,2''', x'02');
+         INSERT INTO pairs VALUES ('x', 1, 'n1'), ('x,y', 2, 'n2');
+         INSERT INTO logs VALUES ('first');",
+    )
+    .unwrap();
+    drop(conn);
+    let opts = sqlite2pg::snapshot::SnapshotOptions {
+        allow_rowid_key: true,
+        ..options()
+    };
+    snapshot(&src, db, &opts).expect("snapshot");
+    src
+}
+
+#[test]
+fn every_capture_hole_is_replicated() {
+    let dir = temp_dir();
+    let db = TestDb::new();
+    let src = holes_db(dir.path(), &db);
+    let app = Connection::open(&src).unwrap();
+    app.execute_batch(
+        "DELETE FROM items WHERE id = 2;
+         INSERT OR REPLACE INTO users (id, email, name) VALUES (4, 'b@x', 'evicts 2');  -- UNIQUE eviction, no delete trigger
+         DELETE FROM users WHERE id = 3;
+         INSERT INTO users (email, name) VALUES ('reused@x', 'rowid reuse');            -- takes rowid 5? or 3
+         INSERT INTO kv VALUES ('k1', x'ff') ON CONFLICT (k) DO UPDATE SET v = excluded.v; -- UPSERT
+         UPDATE pairs SET a = 'moved' WHERE a = 'x';                                       -- key change
+         INSERT INTO logs VALUES ('second');
+         BEGIN; INSERT INTO users VALUES (10, 't@x', 'multi'); INSERT INTO items VALUES (10, 10, 'multi'); UPDATE kv SET v = x'00' WHERE k = 'k,2'''; COMMIT;",
+    )
+    .unwrap();
+    catch_up(&src, &db);
+    assert_identical(&src, &db);
+    let evicted: i64 = query(&db, "SELECT count(*) FROM users WHERE id = 2")[0].get(0);
+    assert_eq!(
+        evicted, 0,
+        "the row INSERT OR REPLACE evicted is gone from PostgreSQL too"
+    );
+    // Rowid reuse: delete the largest rowid, insert again: same rowid, new row.
+    // A whole-table delete first (items reference the users about to go).
+    app.execute_batch("DELETE FROM items;").unwrap();
+    app.execute_batch("DELETE FROM users WHERE id = (SELECT max(id) FROM users); INSERT INTO users (email, name) VALUES ('again@x', 'same rowid');").unwrap();
+    // Then a 100k-row transaction.
+    app.execute_batch("BEGIN;").unwrap();
+    {
+        let mut ins = app.prepare("INSERT INTO logs (line) VALUES (?1)").unwrap();
+        for i in 0..100_000 {
+            ins.execute([format!("bulk line {i}")]).unwrap();
+        }
+    }
+    app.execute_batch("COMMIT;").unwrap();
+    let status = catch_up(&src, &db);
+    assert!(status.changes_applied >= 100_000);
+    assert_identical(&src, &db);
+    let items: i64 = query(&db, "SELECT count(*) FROM items")[0].get(0);
+    assert_eq!(items, 0);
+}
+
+#[test]
+fn a_schema_change_stops_sync_with_a_precise_message() {
+    let dir = temp_dir();
+    let db = TestDb::new();
+    let src = holes_db(dir.path(), &db);
+    let app = Connection::open(&src).unwrap();
+    app.execute_batch("INSERT INTO logs VALUES ('before'); ALTER TABLE users DROP COLUMN name;")
+        .unwrap();
+    let stop = AtomicBool::new(false);
+    let err = run_sync(
+        &config(&src, &db),
+        &SyncOptions {
+            catch_up: true,
+            ..SyncOptions::default()
+        },
+        &stop,
+        &|_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("schema"), "{err}");
+}
+
+#[test]
+fn sync_refuses_a_snapshot_without_capture() {
+    let dir = temp_dir();
+    let db = TestDb::new();
+    let src = dir.path().join("plain.db");
+    Connection::open(&src)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a');",
+        )
+        .unwrap();
+    let opts = sqlite2pg::snapshot::SnapshotOptions {
+        capture: false,
+        ..options()
+    };
+    snapshot(&src, &db, &opts).unwrap();
+    let stop = AtomicBool::new(false);
+    let err = run_sync(
+        &config(&src, &db),
+        &SyncOptions {
+            catch_up: true,
+            ..SyncOptions::default()
+        },
+        &stop,
+        &|_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("without change capture"), "{err}");
+}
+
+#[test]
+fn rollback_leaves_the_source_as_the_application_knew_it() {
+    let dir = temp_dir();
+    let src = dir.path().join("app.db");
+    Connection::open(&src).unwrap().execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); CREATE INDEX t_v ON t (v); INSERT INTO t VALUES (1, 'a');").unwrap();
+    let schema_sql = |p: &Path| -> Vec<String> {
+        let c = Connection::open(p).unwrap();
+        let mut s = c
+            .prepare("SELECT coalesce(sql, name) FROM sqlite_schema ORDER BY name")
+            .unwrap();
+        s.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let before = schema_sql(&src);
+    let db = TestDb::new();
+    snapshot(&src, &db, &options()).unwrap();
+    assert_ne!(schema_sql(&src), before, "capture is installed");
+    let out = Command::new(env!("CARGO_BIN_EXE_sqlite2pg"))
+        .args(["--source", src.to_str().unwrap(), "rollback"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after: Vec<String> = schema_sql(&src)
+        .into_iter()
+        .filter(|s| !s.contains("sqlite_sequence"))
+        .collect();
+    assert_eq!(after, before);
+}
+
+fn cli_sync(src: &Path, db: &TestDb, fault: Option<&str>) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sqlite2pg"));
+    cmd.args([
+        "--source",
+        src.to_str().unwrap(),
+        "sync",
+        "--catch-up",
+        "--batch-size",
+        "200",
+    ]);
+    cmd.env("SQLITE2PG_TARGET", db.url_string())
+        .env_remove("DATABASE_URL");
+    if let Some(f) = fault {
+        cmd.env(sqlite2pg::fault::FAULT_ENV, f);
+    }
+    cmd.output().expect("run sqlite2pg sync")
+}
+
+fn applied(db: &TestDb) -> i64 {
+    query(
+        db,
+        "SELECT coalesce((SELECT applied_seq FROM sqlite2pg.sync_state), 0)",
+    )[0]
+    .get(0)
+}
+
+/// Crashes per fault point; `SQLITE2PG_CRASH_ITERATIONS` raises it for the long soak.
+fn iterations() -> usize {
+    std::env::var("SQLITE2PG_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+}
+
+#[test]
+fn crashes_at_every_fault_point_under_a_live_writer_lose_and_duplicate_nothing() {
+    let dir = temp_dir();
+    let src = sample(dir.path(), 0.002);
+    let db = TestDb::new();
+    snapshot(&src, &db, &options()).unwrap();
+    let writer = LiveWriter::start(
+        &src,
+        WriterOptions {
+            rate_per_sec: 400.0,
+            seed: 9,
+        },
+    )
+    .unwrap();
+    let mut last = applied(&db);
+    let points = [
+        "sync.after_log_flush@2",
+        "sync.mid_apply@2",
+        "sync.after_apply_commit@2",
+        "changelog.before_boundary@3",
+        "capture.before_delete_commit@2",
+    ];
+    for round in 0..iterations() {
+        for point in points {
+            let before = writer.stats().transactions;
+            wait_until(Duration::from_secs(10), "new writes", || {
+                writer.stats().transactions > before + 20
+            });
+            let out = cli_sync(&src, &db, Some(point));
+            assert_ne!(
+                out.status.code(),
+                Some(0),
+                "round {round}: {point} must crash the run: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let now = applied(&db);
+            assert!(
+                now >= last,
+                "round {round}: {point}: the applied position went backwards ({last} → {now})"
+            );
+            last = now;
+        }
+        // A SIGKILL at a random moment.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sqlite2pg"))
+            .args(["--source", src.to_str().unwrap(), "sync"])
+            .env("SQLITE2PG_TARGET", db.url_string())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300 + 97 * round as u64 % 400));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    writer.stop().unwrap();
+    let out = cli_sync(&src, &db, None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(applied(&db) >= last);
+    assert_identical(&src, &db);
+}
