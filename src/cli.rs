@@ -220,6 +220,9 @@ pub struct DemoArgs {
     /// Keep the work directory when the demo ends.
     #[arg(long)]
     pub keep: bool,
+    /// Seconds sync follows the live writer (lag on screen) before the writer stops.
+    #[arg(long, default_value_t = 6.0)]
+    pub sync_seconds: f64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,6 +264,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 rate: args.rate,
                 dir: args.dir,
                 keep: args.keep,
+                sync_seconds: args.sync_seconds,
             },
         ),
         Command::SampleApp(cmd) => sample_app_command(&config, cmd),

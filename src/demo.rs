@@ -1,7 +1,8 @@
 //! The built-in demo: a sample application database with a live writer, walked through the
 //! migration journey against the given target, or a private PostgreSQL started for the demo.
-//! Today the journey is `check` (with a verified backup taken while the writer writes), then
-//! `snapshot --validate`; each later stage joins it as it lands.
+//! The journey today: `check` (with a verified backup taken while the writer writes),
+//! `snapshot --validate`, `sync` following the writer with its lag on screen, then `diff` with the
+//! HTML sign-off report; cutover joins it when it lands.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -9,11 +10,14 @@ use std::time::Instant;
 use crate::check::{render_text, run_check, CheckOptions};
 use crate::cli::show_progress;
 use crate::config::{create_private_dir, Config};
+use crate::diff::{render_html, render_text as diff_text, run_diff, DiffOptions};
 use crate::error::{Error, Result};
+use crate::pipeline::{run_sync, SyncOptions, SyncStatus};
 use crate::private_pg::{ClusterOptions, PrivateCluster};
 use crate::sample_app::{generate, GenerateOptions, LiveWriter, WriterOptions};
 use crate::snapshot::{render_summary, run_snapshot, SnapshotOptions, DEFAULT_RANGE_ROWS};
 use crate::target::connect::TargetUrl;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -21,6 +25,8 @@ pub struct DemoOptions {
     pub rate: f64,
     pub dir: Option<PathBuf>,
     pub keep: bool,
+    /// Seconds sync follows the live writer before the writer stops.
+    pub sync_seconds: f64,
 }
 
 /// Runs the demo; returns the exit code of the journey's verdict.
@@ -105,7 +111,7 @@ fn journey(config: &Config, opts: &DemoOptions, dir: &std::path::Path) -> Result
     )?;
     print!("{}", render_text(&report));
     step("5. sqlite2pg snapshot --validate (while the writer writes)");
-    let opts = SnapshotOptions {
+    let snap_opts = SnapshotOptions {
         tables: None,
         jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
         batch_size: 10_000,
@@ -117,14 +123,77 @@ fn journey(config: &Config, opts: &DemoOptions, dir: &std::path::Path) -> Result
         capture: true,
         range_rows: DEFAULT_RANGE_ROWS,
     };
-    let snapshot = run_snapshot(&demo_config, &opts, &show_progress)?;
+    let snapshot = run_snapshot(&demo_config, &snap_opts, &show_progress)?;
     print!("{}", render_summary(&snapshot));
+    let lag = sync_while_writing(
+        &demo_config,
+        std::time::Duration::from_secs_f64(opts.sync_seconds),
+    )?;
     let stats = writer.stop()?;
     step(&format!(
-        "6. live writer stopped: {} transactions ({} inserts, {} updates, {} deletes)",
+        "7. live writer stopped: {} transactions ({} inserts, {} updates, {} deletes); sync catches up",
         stats.transactions, stats.inserts, stats.updates, stats.deletes
     ));
-    Ok(report.exit_code().max(snapshot.exit_code()))
+    let stop = AtomicBool::new(false);
+    let caught_up = run_sync(
+        &demo_config,
+        &SyncOptions {
+            catch_up: true,
+            ..SyncOptions::default()
+        },
+        &stop,
+        &print_status,
+    )?;
+    print_status(&caught_up);
+    step("8. sqlite2pg diff --format html (the live SQLite file against PostgreSQL)");
+    let diff = run_diff(&demo_config, &DiffOptions::default())?;
+    print!("{}", diff_text(&diff));
+    let html = demo_config.ensure_state_dir()?.join("diff-report.html");
+    std::fs::write(&html, render_html(&diff)).map_err(|source| Error::Io {
+        op: "write the report to",
+        path: html.clone(),
+        source,
+    })?;
+    println!("\nsign-off report: {}", html.display());
+    println!("largest lag seen while the writer wrote: {lag:.3} s");
+    Ok(report
+        .exit_code()
+        .max(snapshot.exit_code())
+        .max(diff.exit_code()))
+}
+
+/// Runs sync beside the live writer for `duration`, printing its status line; returns the
+/// largest lag (seconds) it reported.
+fn sync_while_writing(config: &Config, duration: std::time::Duration) -> Result<f64> {
+    step(&format!(
+        "6. sqlite2pg sync (while the writer writes, {} s)",
+        duration.as_secs()
+    ));
+    let stop = AtomicBool::new(false);
+    let worst = std::sync::Mutex::new(0.0f64);
+    let status = |s: &SyncStatus| {
+        let mut w = worst.lock().expect("not poisoned");
+        *w = w.max(s.lag_seconds);
+        print_status(s);
+    };
+    std::thread::scope(|scope| {
+        let runner = scope.spawn(|| run_sync(config, &SyncOptions::default(), &stop, &status));
+        let deadline = std::time::Instant::now() + duration;
+        while std::time::Instant::now() < deadline && !runner.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::SeqCst);
+        runner.join().expect("the sync thread panicked")
+    })?;
+    let worst = *worst.lock().expect("not poisoned");
+    Ok(worst)
+}
+
+fn print_status(s: &SyncStatus) {
+    println!(
+        "   sync: applied seq {:>8} · lag {:>5} changes / {:>6.3} s · {} changes applied in {} batches",
+        s.applied_seq, s.lag_changes, s.lag_seconds, s.changes_applied, s.batches
+    );
 }
 
 fn step(what: &str) {

@@ -155,7 +155,7 @@ fn json_report_and_config_file_errors() {
 }
 
 #[test]
-fn demo_runs_check_on_the_sample_app_with_a_private_postgres() {
+fn demo_walks_check_snapshot_sync_diff_with_a_private_postgres() {
     let dir = temp_dir();
     let work = dir.path().join("demo");
     let out = sqlite2pg(&[
@@ -164,6 +164,8 @@ fn demo_runs_check_on_the_sample_app_with_a_private_postgres() {
         "0.001",
         "--rate",
         "100",
+        "--sync-seconds",
+        "2",
         "--dir",
         work.to_str().unwrap(),
     ]);
@@ -180,7 +182,11 @@ fn demo_runs_check_on_the_sample_app_with_a_private_postgres() {
         "TARGET  postgres://",
         "BACKUP",
         "VERDICT: ready",
+        "validate: every table holds",
+        "sync: applied seq",
         "live writer stopped",
+        "VERDICT: IDENTICAL",
+        "sign-off report:",
     ] {
         assert!(
             stdout.contains(needle),
@@ -188,4 +194,5 @@ fn demo_runs_check_on_the_sample_app_with_a_private_postgres() {
         );
     }
     assert!(work.join("state").is_dir());
+    assert!(work.join("state/diff-report.html").is_file());
 }

@@ -81,17 +81,7 @@ pub fn run_snapshot(
     let conn = copy::open_snapshot(&source.file)?;
     let schema = read_schema(&conn, &source.file)?;
     let tables = select_tables(&schema, opts.tables.as_deref())?;
-    let mut plans = Vec::new();
-    for table in &tables {
-        let profile = profile_table(&conn, &source.file, table, &config.columns, config.convert)?;
-        plans.push(plan_table(
-            table,
-            &profile,
-            opts.keep_case,
-            opts.allow_rowid_key,
-            config.convert,
-        )?);
-    }
+    let mut plans = plan_tables(config, opts, &source, &tables)?;
     check_table_names(&plans)?;
     let runtime = runtime()?;
     let mut client = runtime.block_on(target.connect())?;
@@ -174,6 +164,68 @@ pub fn run_snapshot(
     }
     source.complete(&report)?;
     Ok(report)
+}
+
+/// Profiles and plans every table, `--jobs` tables at a time (each worker with its own read-only
+/// connection to the snapshot file); plans come back in table order.
+fn plan_tables(
+    config: &Config,
+    opts: &SnapshotOptions,
+    source: &SnapshotSource,
+    tables: &[Table],
+) -> Result<Vec<TablePlan>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<Result<TablePlan>>>> =
+        tables.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| -> Result<()> {
+        let workers: Vec<_> = (0..opts.jobs.clamp(1, tables.len().max(1)))
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    let conn = copy::open_snapshot(&source.file)?;
+                    while let Some(table) =
+                        tables.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
+                        let i = tables
+                            .iter()
+                            .position(|t| std::ptr::eq(t, table))
+                            .expect("a table of the slice");
+                        let planned = profile_table(
+                            &conn,
+                            &source.file,
+                            table,
+                            &config.columns,
+                            config.convert,
+                        )
+                        .and_then(|profile| {
+                            plan_table(
+                                table,
+                                &profile,
+                                opts.keep_case,
+                                opts.allow_rowid_key,
+                                config.convert,
+                            )
+                        });
+                        *slots[i].lock().expect("not poisoned") = Some(planned);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().expect("a profile worker panicked"))
+    })?;
+    slots
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner().expect("not poisoned").unwrap_or_else(|| {
+                Err(Error::Data {
+                    table: "(profile)".into(),
+                    reason: "a profile worker stopped early".into(),
+                })
+            })
+        })
+        .collect()
 }
 
 /// Installs change capture on the selected tables of the live source, before the snapshot's

@@ -16,8 +16,9 @@ use crate::source::open_read_only;
 const STATE_FILE: &str = "snapshot.json";
 const REPORT_FILE: &str = "snapshot-report.json";
 /// The newest change row the snapshot's read transaction sees: every change up to it is in the
-/// snapshot, every later one gets a higher seq (AUTOINCREMENT never reuses one). An empty change
-/// table gives 0, which is right too: every later change comes after the snapshot.
+/// snapshot, every later one gets a higher seq (capture always keeps the newest change row, so
+/// SQLite never hands out a lower one). An empty change table gives 0, which is right too:
+/// every later change comes after the snapshot.
 const CHANGE_POSITION: &str = "SELECT coalesce(max(seq), 0) FROM _sqlite2pg_changes";
 
 /// `snapshot.json`: what the snapshot copied, and from which source position.

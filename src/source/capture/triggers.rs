@@ -2,9 +2,9 @@
 //! `(table, op, key)`, using only what SQLite 3.24 already had (the application's SQLite runs
 //! them), with every identifier quoted.
 
-use super::super::introspect::Table;
-use super::super::quote_ident;
 use crate::error::{Error, Result};
+use crate::source::introspect::Table;
+use crate::source::quote_ident;
 
 /// Names SQLite accepts for the rowid, tried in order for tables without a primary key (a
 /// column of the same name hides each one).
@@ -25,6 +25,7 @@ impl KeyColumn {
     }
 }
 
+/// What a table's changes are keyed by: its primary key columns, or the rowid.
 pub(super) fn key_columns(table: &Table) -> Result<Vec<KeyColumn>> {
     let declared = table.primary_key.columns();
     if !declared.is_empty() {
