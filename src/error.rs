@@ -121,12 +121,19 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Config { .. } | Error::TargetUrl { .. } => ErrorKind::Usage,
-            Error::TargetConnect { source, .. } if source.as_db_error().is_none() => {
+            Error::TargetConnect { source, .. } | Error::Target { source, .. }
+                if transient_pg(source) =>
+            {
                 ErrorKind::Transient
             }
             Error::Source { source, .. } if is_sqlite_busy(source) => ErrorKind::Transient,
             _ => ErrorKind::Fatal,
         }
+    }
+
+    /// True when retrying after a pause may succeed (see [`ErrorKind::Transient`]).
+    pub fn is_transient(&self) -> bool {
+        self.kind() == ErrorKind::Transient
     }
 
     /// The process exit code this error maps to.
@@ -173,6 +180,24 @@ impl Error {
             _ => return None,
         };
         Some(hint.to_string())
+    }
+}
+
+/// The server restarted or went away, the connection dropped, or a serialization failure or
+/// deadlock rolled the transaction back: retrying after a pause may succeed.
+fn transient_pg(e: &tokio_postgres::Error) -> bool {
+    match e.code() {
+        None => {
+            e.is_closed() || std::error::Error::source(e).is_some_and(|c| c.is::<std::io::Error>())
+        }
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08")
+                || c.starts_with("57P")
+                || c == "40001"
+                || c == "40P01"
+                || c == "53300"
+        }
     }
 }
 

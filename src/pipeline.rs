@@ -61,6 +61,8 @@ pub struct SyncStatus {
     pub changes_applied: u64,
     pub quarantined: u64,
     pub changes_per_second: f64,
+    /// Batches retried after a transient PostgreSQL failure (restart, network).
+    pub retries: u64,
 }
 
 /// Runs sync until `stop` is set (or, with `catch_up`, until caught up).
@@ -278,7 +280,7 @@ async fn apply_loop(
                 changes.push(c);
                 Ok(())
             })?;
-        let stats = apply_batch(
+        let applied = apply_batch(
             client,
             &ctx.config.schema,
             ctx.tables,
@@ -287,7 +289,17 @@ async fn apply_loop(
             changes,
             ctx.config.convert,
         )
-        .await?;
+        .await;
+        let stats = match applied {
+            Ok(stats) => stats,
+            Err(e) if e.is_transient() && !ctx.stop.load(Ordering::SeqCst) => {
+                tracing::warn!(error = %e, seq = through.end_seq, "apply failed transiently; reconnecting");
+                status.applied_seq = reconnect(client, ctx).await?;
+                status.retries += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         crate::fault::hit(crate::fault::SYNC_AFTER_APPLY_COMMIT);
         ctx.log.trim_through(through.end_seq)?;
         status.applied_seq = through.end_seq;
@@ -306,6 +318,34 @@ async fn apply_loop(
     update_lag(&mut status, ctx, &bounds, started);
     (ctx.on_status)(&status);
     Ok(status)
+}
+
+/// Backoff between reconnection attempts: from a blink (a dropped connection) up to a few
+/// seconds (a server restarting), never a tight loop.
+const RECONNECT_BACKOFF: [u64; 6] = [100, 200, 500, 1000, 2000, 5000];
+
+/// Reconnects after a transient failure (retrying with backoff until it works or sync is
+/// stopped) and returns the position PostgreSQL committed: a batch whose COMMIT reached the
+/// server before the connection dropped counts as applied, one that did not is redone.
+async fn reconnect(client: &mut tokio_postgres::Client, ctx: &ApplyContext<'_>) -> Result<u64> {
+    let url = ctx.config.require_target()?;
+    for attempt in 0.. {
+        tokio::time::sleep(Duration::from_millis(
+            RECONNECT_BACKOFF[attempt.min(RECONNECT_BACKOFF.len() - 1)],
+        ))
+        .await;
+        match url.connect().await {
+            Ok(c) => {
+                *client = c;
+                return Ok(sync_position(&*client).await?.unwrap_or(0) as u64);
+            }
+            Err(e) if e.is_transient() && !ctx.stop.load(Ordering::SeqCst) => {
+                tracing::warn!(error = %e, attempt, "PostgreSQL still unreachable");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the loop above only ends by returning")
 }
 
 /// The last boundary that keeps the batch within `max` changes (always at least one boundary,

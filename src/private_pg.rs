@@ -141,6 +141,29 @@ impl PrivateCluster {
         )
     }
 
+    /// Restarts the server on the same port and data (fast shutdown, then start): what a
+    /// PostgreSQL restart looks like to clients, for tests of transient failures.
+    pub fn restart(&mut self) -> Result<()> {
+        if let Some(child) = self.postmaster.take() {
+            stop_postmaster(child)?;
+        }
+        let bin = find_bin_dir()?;
+        let run_as = RunAs::for_current_user()?;
+        let child = self.spawn_postmaster(&bin, run_as, self.port)?;
+        self.pid = child.id();
+        self.postmaster = Some(child);
+        match self.wait_ready()? {
+            Ready::Yes => Ok(()),
+            Ready::Exited(status) => Err(cluster_err(
+                "restart postgres",
+                format!(
+                    "postgres exited ({status}); server log:\n{}",
+                    log_tail(&self.log_path(), 0)
+                ),
+            )),
+        }
+    }
+
     /// Stops the postmaster (SIGINT = fast shutdown, SIGKILL after `STOP_TIMEOUT`) and removes
     /// the directory. Idempotent: `Ok` means nothing of the cluster is left.
     pub fn stop(&mut self) -> Result<()> {

@@ -341,3 +341,71 @@ fn crashes_at_every_fault_point_under_a_live_writer_lose_and_duplicate_nothing()
     assert!(applied(&db) >= last);
     assert_identical(&src, &db);
 }
+
+#[test]
+fn a_postgres_restart_mid_run_is_retried_and_loses_nothing() {
+    let mut cluster = sqlite2pg::private_pg::PrivateCluster::start(&Default::default()).unwrap();
+    let url = cluster.url("postgres");
+    let dir = temp_dir();
+    let src = sample(dir.path(), 0.002);
+    let flags = GlobalFlags {
+        source: Some(src.clone()),
+        target: Some(url.clone()),
+        ..GlobalFlags::default()
+    };
+    let config = Config::resolve(&flags).unwrap();
+    sqlite2pg::snapshot::run_snapshot(&config, &options(), &|_, _| {}).unwrap();
+    let target = config.target.clone().unwrap();
+    let applied = || -> i64 {
+        crate::snapshot::block_on(async {
+            match target.connect().await {
+                Ok(c) => c
+                    .query_one("SELECT applied_seq FROM sqlite2pg.sync_state", &[])
+                    .await
+                    .map_or(-1, |r| r.get(0)),
+                Err(_) => -1,
+            }
+        })
+    };
+    let writer = LiveWriter::start(
+        &src,
+        WriterOptions {
+            rate_per_sec: 300.0,
+            seed: 21,
+        },
+    )
+    .unwrap();
+    let stop = AtomicBool::new(false);
+    let status = std::thread::scope(|s| {
+        let sync = s.spawn(|| run_sync(&config, &SyncOptions::default(), &stop, &|_| {}));
+        let record = sqlite2pg::snapshot::read_snapshot_record(&config.state_dir().unwrap())
+            .unwrap()
+            .unwrap();
+        let start = record.change_seq.unwrap();
+        wait_until(Duration::from_secs(20), "sync applies batches", || {
+            applied() > start
+        });
+        cluster.restart().expect("restart PostgreSQL");
+        let before = writer.stats().transactions;
+        wait_until(Duration::from_secs(20), "writes after the restart", || {
+            writer.stats().transactions > before + 100
+        });
+        writer.stop().unwrap();
+        let last =
+            sqlite2pg::source::capture::max_seq(&Connection::open(&src).unwrap()).unwrap() as i64;
+        wait_until(
+            Duration::from_secs(30),
+            "sync catches up after the restart",
+            || applied() >= last || sync.is_finished(),
+        );
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        sync.join().unwrap()
+    })
+    .expect("sync survives a PostgreSQL restart");
+    assert!(
+        status.retries >= 1,
+        "the restart was noticed and retried: {status:?}"
+    );
+    let report = run_diff(&config, &DiffOptions::default()).unwrap();
+    assert!(report.identical, "{}", render_text(&report));
+}
