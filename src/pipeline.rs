@@ -21,9 +21,10 @@ use crate::source::introspect::{read_schema, Table};
 use crate::source::open_read_only;
 use crate::source::order::migration_order;
 use crate::source::watcher::Watcher;
-use crate::target::apply::{apply_batch, ApplyTable};
+use crate::target::apply::{apply_batch, coalesce, ApplyTable};
 use crate::target::mapping::map_table;
 use crate::target::state::{ensure_state, init_sync_position, sync_position};
+use crate::target::verify::verify_changes;
 
 /// Most changes one apply transaction takes: large enough for throughput, small enough that a
 /// batch commits in well under a second.
@@ -63,6 +64,9 @@ pub struct SyncStatus {
     pub changes_per_second: f64,
     /// Batches retried after a transient PostgreSQL failure (restart, network).
     pub retries: u64,
+    /// Applied rows whose PostgreSQL copy did not match the source image when re-read right
+    /// after the batch (each is re-enqueued and applied again).
+    pub verification_mismatches: u64,
 }
 
 /// Runs sync until `stop` is set (or, with `catch_up`, until caught up).
@@ -286,7 +290,7 @@ async fn apply_loop(
             ctx.tables,
             status.applied_seq,
             &through,
-            changes,
+            changes.clone(),
             ctx.config.convert,
         )
         .await;
@@ -302,6 +306,15 @@ async fn apply_loop(
         };
         crate::fault::hit(crate::fault::SYNC_AFTER_APPLY_COMMIT);
         ctx.log.trim_through(through.end_seq)?;
+        match verify_and_repair(client, ctx, &coalesce(changes)).await {
+            Ok(mismatches) => status.verification_mismatches += mismatches,
+            Err(e) if e.is_transient() && !ctx.stop.load(Ordering::SeqCst) => {
+                tracing::warn!(error = %e, seq = through.end_seq, "verification failed transiently; reconnecting");
+                reconnect(client, ctx).await?;
+                status.retries += 1;
+            }
+            Err(e) => return Err(e),
+        }
         status.applied_seq = through.end_seq;
         status.batches += 1;
         status.changes_applied += stats.changes;
@@ -318,6 +331,69 @@ async fn apply_loop(
     update_lag(&mut status, ctx, &bounds, started);
     (ctx.on_status)(&status);
     Ok(status)
+}
+
+/// Continuous verification: re-reads the batch's keys from PostgreSQL and compares their
+/// hashes with the applied source images. A mismatch (PostgreSQL written behind sync's back,
+/// or a bug) is counted, logged by table, and repaired by re-enqueuing the key in the source's
+/// change table, so capture sends its current image again.
+async fn verify_and_repair(
+    client: &mut tokio_postgres::Client,
+    ctx: &ApplyContext<'_>,
+    changes: &[Change],
+) -> Result<u64> {
+    let mismatches = verify_changes(
+        client,
+        &ctx.config.schema,
+        ctx.tables,
+        changes,
+        ctx.config.convert,
+    )
+    .await?;
+    if mismatches.is_empty() {
+        return Ok(0);
+    }
+    let path = ctx.config.require_source()?;
+    let conn = crate::source::open_read_write(path)?;
+    for m in &mismatches {
+        tracing::warn!(table = %m.table, "applied row does not match its source image; re-enqueued");
+        requeue(&conn, path, &m.table, &m.key)?;
+    }
+    Ok(mismatches.len() as u64)
+}
+
+/// Adds a change row for `key`, written with SQLite's own `quote()` exactly as the capture
+/// triggers write it.
+fn requeue(
+    conn: &rusqlite::Connection,
+    path: &Path,
+    table: &str,
+    key: &[crate::change::RawValue],
+) -> Result<()> {
+    use rusqlite::types::Value;
+    let parts: Vec<String> = (0..key.len())
+        .map(|i| format!("quote(?{})", i + 2))
+        .collect();
+    let sql = format!(
+        "INSERT INTO _sqlite2pg_changes (tbl, op, key) SELECT ?1, 'R', {}",
+        parts.join(" || ',' || ")
+    );
+    let mut params: Vec<Value> = vec![Value::Text(table.to_string())];
+    params.extend(key.iter().map(|k| match k {
+        crate::change::RawValue::Null => Value::Null,
+        crate::change::RawValue::Integer(i) => Value::Integer(*i),
+        crate::change::RawValue::Real(f) => Value::Real(*f),
+        crate::change::RawValue::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        crate::change::RawValue::Blob(b) => Value::Blob(b.clone()),
+    }));
+    conn.execute(&sql, rusqlite::params_from_iter(params))
+        .map(|_| ())
+        .map_err(|source| Error::Source {
+            op: "re-enqueue a mismatched row",
+            path: path.to_path_buf(),
+            table: Some(table.to_string()),
+            source,
+        })
 }
 
 /// Backoff between reconnection attempts: from a blink (a dropped connection) up to a few

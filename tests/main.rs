@@ -14,3 +14,4 @@ mod support;
 mod sync;
 mod tls;
 mod translate;
+mod verify;

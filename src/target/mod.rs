@@ -9,3 +9,4 @@ pub mod ddl;
 pub mod mapping;
 pub mod readiness;
 pub mod state;
+pub mod verify;
