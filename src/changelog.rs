@@ -121,11 +121,7 @@ impl SledChangeLog {
             let path = dir.to_path_buf();
             move |source| Error::ChangeLog { op, path, source }
         };
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_CAPACITY_BYTES)
-            .open()
-            .map_err(fail("open"))?;
+        let db = open_db(dir).map_err(fail("open"))?;
         let changes = db.open_tree(CHANGES_TREE).map_err(fail("open"))?;
         let boundaries = db.open_tree(BOUNDARIES_TREE).map_err(fail("open"))?;
         let meta = db.open_tree(META_TREE).map_err(fail("open"))?;
@@ -646,6 +642,30 @@ mod record {
             } else {
                 Err(format!("{} trailing bytes", self.rest.len()))
             }
+        }
+    }
+}
+
+/// How long `open` waits for the directory lock: a handle dropped a moment ago in this process
+/// releases it only when sled's background flusher thread ends (a blink); a lock held by
+/// another running sync stays held, and that is reported as the error it is.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn open_db(dir: &Path) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_CAPACITY_BYTES)
+            .open()
+        {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
         }
     }
 }
