@@ -105,6 +105,10 @@ pub enum Command {
     /// Follow every committed SQLite change into PostgreSQL, exactly once, until stopped
     /// (SIGINT/SIGTERM: finish the batch, exit 0) or, with --catch-up, until caught up.
     Sync(SyncArgs),
+    /// The switch: with sync stopped, drain, freeze SQLite writers (BEGIN IMMEDIATE), drain the
+    /// last changes, verify counts, move identities, fence SQLite so later writes fail loudly,
+    /// release; prints the pause in milliseconds.
+    Cutover(CutoverArgs),
     /// Remove everything sqlite2pg installed in the source (capture triggers, its change table):
     /// SQLite is exactly as the application knew it.
     Rollback,
@@ -171,6 +175,16 @@ pub struct SyncArgs {
     /// Most changes applied in one PostgreSQL transaction.
     #[arg(long, default_value_t = crate::pipeline::DEFAULT_BATCH_CHANGES)]
     pub batch_size: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct CutoverArgs {
+    /// Hard bound on the freeze: past it, writers are released and cutover aborts, SQLite untouched.
+    #[arg(long, default_value_t = crate::cutover::DEFAULT_MAX_PAUSE.as_millis() as u64)]
+    pub max_pause_ms: u64,
+    /// Refuse to freeze when more changes than this are not yet applied.
+    #[arg(long, default_value_t = crate::cutover::DEFAULT_MAX_LAG)]
+    pub max_lag: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -256,6 +270,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Snapshot(args) => snapshot(&config, args),
         Command::Diff(args) => diff(&config, args),
         Command::Sync(args) => sync(&config, args),
+        Command::Cutover(args) => cutover(&config, args),
         Command::Rollback => rollback(&config),
         Command::Demo(args) => run_demo(
             &config,
@@ -432,6 +447,22 @@ fn sync(config: &Config, args: SyncArgs) -> Result<i32> {
     } else {
         EXIT_OK
     })
+}
+
+fn cutover(config: &Config, args: CutoverArgs) -> Result<i32> {
+    let opts = crate::cutover::CutoverOptions {
+        max_pause: std::time::Duration::from_millis(args.max_pause_ms),
+        max_lag: args.max_lag,
+    };
+    let report = crate::cutover::run_cutover(config, &opts)?;
+    for t in &report.tables {
+        println!("{:<32} {:>12} rows", t.table, t.rows);
+    }
+    println!(
+        "cutover done: writers paused {:.1} ms; {} changes drained before and {} during the freeze; final change {}; SQLite fenced at {}",
+        report.pause_ms, report.changes_before_freeze, report.changes_during_freeze, report.final_seq, report.fenced_at
+    );
+    Ok(EXIT_OK)
 }
 
 fn rollback(config: &Config) -> Result<i32> {

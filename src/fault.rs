@@ -33,6 +33,9 @@ pub const SYNC_AFTER_APPLY_COMMIT: &str = "sync.after_apply_commit";
 /// Sync: the change log flushed a capture boundary, the source change rows not yet deleted.
 pub const SYNC_AFTER_LOG_FLUSH: &str = "sync.after_log_flush";
 
+/// Cutover: writers are frozen and everything is applied; nothing fenced yet.
+pub const CUTOVER_FROZEN: &str = "cutover.frozen";
+
 fn armed() -> Option<&'static (String, u64)> {
     static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
     ARMED

@@ -11,6 +11,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod convert;
+pub mod cutover;
 pub mod demo;
 pub mod diff;
 pub mod error;

@@ -76,39 +76,15 @@ pub fn run_sync(
     stop: &AtomicBool,
     on_status: &(dyn Fn(&SyncStatus) + Sync),
 ) -> Result<SyncStatus> {
-    let path = config.require_source()?.to_path_buf();
-    let state_dir = config.ensure_state_dir()?;
-    let start_seq = snapshot_position(&state_dir)?;
-    let tables = replicated_tables(&path)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Io {
-            op: "start the async runtime for",
-            path: "PostgreSQL".into(),
-            source,
-        })?;
-    let url = config.require_target()?;
-    let mut client = runtime.block_on(url.connect())?;
-    runtime.block_on(ensure_state(&client))?;
-    runtime.block_on(init_sync_position(&client, start_seq as i64))?;
-    let mut apply_tables = Vec::new();
-    for t in &tables {
-        let map = runtime
-            .block_on(map_table(&client, &config.schema, t, false))?
-            .ok_or_else(|| Error::Data {
-                table: t.name.clone(),
-                reason: "the table does not exist in the target: run snapshot first".into(),
-            })?;
-        if let Some(p) = map.problems.first() {
-            return Err(Error::Data {
-                table: t.name.clone(),
-                reason: format!("the source schema no longer matches the target ({p}): sync cannot apply changes to it; re-run snapshot --fresh"),
-            });
-        }
-        apply_tables.push(runtime.block_on(ApplyTable::load(&client, &config.schema, map))?);
-    }
-    let log = FaultyChangeLog::new(SledChangeLog::open(&state_dir.join("changelog"))?);
+    let SyncSetup {
+        path,
+        start_seq,
+        tables,
+        runtime,
+        mut client,
+        apply_tables,
+        log,
+    } = prepare(config)?;
     let catch_up_target = if opts.catch_up {
         Some(max_seq(&open_read_only(&path)?)?)
     } else {
@@ -148,6 +124,128 @@ pub fn run_sync(
             (Ok(status), Ok(())) => Ok(status),
         }
     })
+}
+
+/// Everything sync and cutover need before moving a change: the replicated tables, a target
+/// connection with its state ready, the apply plan per table, and the change log.
+pub(crate) struct SyncSetup {
+    pub path: std::path::PathBuf,
+    pub start_seq: u64,
+    pub tables: Vec<Table>,
+    pub runtime: tokio::runtime::Runtime,
+    pub client: tokio_postgres::Client,
+    pub apply_tables: Vec<ApplyTable>,
+    pub log: FaultyChangeLog<SledChangeLog>,
+}
+
+pub(crate) fn prepare(config: &Config) -> Result<SyncSetup> {
+    let path = config.require_source()?.to_path_buf();
+    let state_dir = config.ensure_state_dir()?;
+    let start_seq = snapshot_position(&state_dir)?;
+    let tables = replicated_tables(&path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            op: "start the async runtime for",
+            path: "PostgreSQL".into(),
+            source,
+        })?;
+    let url = config.require_target()?;
+    let client = runtime.block_on(url.connect())?;
+    runtime.block_on(ensure_state(&client))?;
+    runtime.block_on(init_sync_position(&client, start_seq as i64))?;
+    let mut apply_tables = Vec::new();
+    for t in &tables {
+        let map = runtime
+            .block_on(map_table(&client, &config.schema, t, false))?
+            .ok_or_else(|| Error::Data {
+                table: t.name.clone(),
+                reason: "the table does not exist in the target: run snapshot first".into(),
+            })?;
+        if let Some(p) = map.problems.first() {
+            return Err(Error::Data {
+                table: t.name.clone(),
+                reason: format!("the source schema no longer matches the target ({p}): sync cannot apply changes to it; re-run snapshot --fresh"),
+            });
+        }
+        apply_tables.push(runtime.block_on(ApplyTable::load(&client, &config.schema, map))?);
+    }
+    let log = FaultyChangeLog::new(SledChangeLog::open(&state_dir.join("changelog"))?);
+    Ok(SyncSetup {
+        path,
+        start_seq,
+        tables,
+        runtime,
+        client,
+        apply_tables,
+        log,
+    })
+}
+
+/// Captures everything committed in SQLite up to change `until` and applies it, on the calling
+/// thread (writers that keep writing do not make it chase them); `deadline` bounds it
+/// (cutover's freeze). Returns the position PostgreSQL committed and the changes applied.
+pub(crate) fn drain(
+    setup: &mut SyncSetup,
+    capturer: &mut Capturer,
+    config: &Config,
+    until: u64,
+    deadline: Option<std::time::Instant>,
+) -> Result<(u64, u64)> {
+    let past = |what: &str| -> Result<()> {
+        match deadline {
+            Some(d) if std::time::Instant::now() > d => Err(Error::Data {
+                table: "(cutover)".into(),
+                reason: format!("the pause bound was reached while {what}"),
+            }),
+            _ => Ok(()),
+        }
+    };
+    let mut pos = setup
+        .log
+        .last_boundary()?
+        .map_or(setup.start_seq, |b| b.end_seq.max(setup.start_seq));
+    setup.log.discard_after(pos)?;
+    while pos < until {
+        let Some(b) = capturer.capture(pos, &mut |chunk: &[Change]| setup.log.append(chunk))?
+        else {
+            break;
+        };
+        setup.log.commit_boundary(&b)?;
+        pos = b.end_seq;
+        past("capturing")?;
+    }
+    let mut applied = setup
+        .runtime
+        .block_on(sync_position(&setup.client))?
+        .unwrap_or(0) as u64;
+    let mut total = 0;
+    loop {
+        let bounds = setup.log.boundaries_after(applied, 10_000)?;
+        if bounds.is_empty() {
+            return Ok((applied, total));
+        }
+        let through = batch_end(&bounds, DEFAULT_BATCH_CHANGES);
+        let mut changes = Vec::new();
+        setup.log.for_each_in(applied, through.end_seq, &mut |c| {
+            changes.push(c);
+            Ok(())
+        })?;
+        let stats = setup.runtime.block_on(apply_batch(
+            &mut setup.client,
+            &config.schema,
+            &setup.apply_tables,
+            applied,
+            &through,
+            changes,
+            config.convert,
+        ))?;
+        setup.log.trim_through(through.end_seq)?;
+        applied = through.end_seq;
+        total += stats.changes;
+        past("applying")?;
+    }
 }
 
 /// The change sequence the snapshot includes; sync applies exactly what comes after it.
@@ -264,6 +362,11 @@ async fn apply_loop(
         if last_report.elapsed() >= Duration::from_secs(2) {
             (ctx.on_status)(&status);
             last_report = Instant::now();
+        }
+        // --catch-up ends once everything committed when sync started is applied, even while
+        // the application keeps writing (it must not chase the writer).
+        if ctx.catch_up_target.is_some_and(|t| status.applied_seq >= t) {
+            break;
         }
         if bounds.is_empty() {
             if ctx.capture_failed.load(Ordering::SeqCst) || ctx.stop.load(Ordering::SeqCst) {

@@ -15,3 +15,4 @@ mod sync;
 mod tls;
 mod translate;
 mod verify;
+mod cutover;

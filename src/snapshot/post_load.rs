@@ -447,7 +447,12 @@ async fn restart_identities(
         None
     };
     let max = max_id.unwrap_or(0).max(seq.unwrap_or(0));
-    let restart = restart_identity(schema, plan, &col.target, max.saturating_add(1).max(1));
+    let restart = restart_identity(
+        schema,
+        &plan.target,
+        &col.target,
+        max.saturating_add(1).max(1),
+    );
     tx.batch_execute(&restart)
         .await
         .map_err(pg_err("set the identity", &plan.source))

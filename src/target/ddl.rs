@@ -145,10 +145,10 @@ pub fn constraint_name(table: &str, suffix: &str) -> String {
 }
 
 /// Moves an identity past every id SQLite ever handed out (`max(id)` and `sqlite_sequence`).
-pub fn restart_identity(schema: &str, plan: &TablePlan, column: &str, next: i64) -> String {
+pub fn restart_identity(schema: &str, table: &str, column: &str, next: i64) -> String {
     format!(
         "ALTER TABLE {} ALTER COLUMN {} RESTART WITH {next}",
-        qualified(schema, &plan.target),
+        qualified(schema, table),
         quote_pg(column)
     )
 }

@@ -1,0 +1,151 @@
+//! `sqlite2pg cutover` under a live writer: the pause is reported, PostgreSQL ends identical to
+//! the frozen SQLite, identities continue past SQLite's ids, and the fence makes the old
+//! database refuse writes; a cutover aborted by its pause bound leaves SQLite untouched.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use rusqlite::Connection;
+use sqlite2pg::config::{Config, GlobalFlags};
+use sqlite2pg::cutover::{run_cutover, CutoverOptions};
+use sqlite2pg::diff::{render_text, run_diff, DiffOptions};
+use sqlite2pg::pipeline::{run_sync, SyncOptions};
+use sqlite2pg::sample_app::{generate, GenerateOptions, LiveWriter, WriterOptions};
+
+use crate::snapshot::{options, query, snapshot};
+use crate::support::pg::TestDb;
+use crate::support::{temp_dir, wait_until};
+
+fn config(source: &Path, db: &TestDb) -> Config {
+    let flags = GlobalFlags {
+        source: Some(source.to_path_buf()),
+        target: Some(db.url_string()),
+        ..GlobalFlags::default()
+    };
+    Config::resolve(&flags).unwrap()
+}
+
+fn prepared(dir: &Path, db: &TestDb) -> std::path::PathBuf {
+    let src = dir.join("app.db");
+    generate(
+        &src,
+        &GenerateOptions {
+            scale: 0.002,
+            seed: 4,
+        },
+    )
+    .unwrap();
+    snapshot(&src, db, &options()).unwrap();
+    src
+}
+
+#[test]
+fn cutover_under_a_live_writer_freezes_drains_fences_and_reports_the_pause() {
+    let dir = temp_dir();
+    let db = TestDb::new();
+    let src = prepared(dir.path(), &db);
+    let writer = LiveWriter::start(
+        &src,
+        WriterOptions {
+            rate_per_sec: 500.0,
+            seed: 6,
+        },
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(10), "the writer writes", || {
+        writer.stats().transactions > 100
+    });
+    let stop = AtomicBool::new(false);
+    run_sync(
+        &config(&src, &db),
+        &SyncOptions {
+            catch_up: true,
+            ..SyncOptions::default()
+        },
+        &stop,
+        &|_| {},
+    )
+    .unwrap();
+    let report = run_cutover(
+        &config(&src, &db),
+        &CutoverOptions {
+            max_pause: Duration::from_secs(5),
+            max_lag: 100_000,
+        },
+    )
+    .expect("cutover");
+    assert!(
+        report.pause_ms > 0.0 && report.pause_ms < 5000.0,
+        "{report:?}"
+    );
+    let err = writer.stop().expect_err("the fence stops the writer");
+    assert!(
+        err.to_string().contains("migrated to PostgreSQL")
+            || format!("{err:?}").contains("migrated to PostgreSQL"),
+        "{err:?}"
+    );
+    let app = Connection::open(&src).unwrap();
+    let refused = app
+        .execute("UPDATE users SET display_name = 'late' WHERE id = 1", [])
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("migrated to PostgreSQL"),
+        "{refused}"
+    );
+    let diff = run_diff(&config(&src, &db), &DiffOptions::default()).unwrap();
+    assert!(diff.identical, "{}", render_text(&diff));
+    let max_id: i64 = app
+        .query_row("SELECT max(id) FROM jobs", [], |r| r.get(0))
+        .unwrap();
+    let new_id: i64 = query(&db, "INSERT INTO jobs (kind, status, attempts, created_at) VALUES ('x', 'queued', 0, now()) RETURNING id")[0].get(0);
+    assert!(
+        new_id > max_id,
+        "a fresh id in PostgreSQL ({new_id}) continues after SQLite's {max_id}"
+    );
+}
+
+#[test]
+fn a_cutover_over_its_pause_bound_aborts_and_leaves_sqlite_untouched() {
+    let dir = temp_dir();
+    let db = TestDb::new();
+    let src = prepared(dir.path(), &db);
+    let app = Connection::open(&src).unwrap();
+    app.execute_batch("UPDATE users SET display_name = 'pending' WHERE id <= 5")
+        .unwrap();
+    let triggers = |c: &Connection| -> Vec<String> {
+        let mut s = c
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'trigger' ORDER BY name")
+            .unwrap();
+        s.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let before = triggers(&app);
+    let err = run_cutover(
+        &config(&src, &db),
+        &CutoverOptions {
+            max_pause: Duration::from_millis(1),
+            max_lag: 100_000,
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("aborted"), "{err}");
+    assert_eq!(triggers(&app), before, "no fence, capture still installed");
+    app.execute_batch("UPDATE users SET display_name = 'after abort' WHERE id = 6")
+        .expect("writes still work");
+    let stop = AtomicBool::new(false);
+    run_sync(
+        &config(&src, &db),
+        &SyncOptions {
+            catch_up: true,
+            ..SyncOptions::default()
+        },
+        &stop,
+        &|_| {},
+    )
+    .expect("sync goes on");
+    let diff = run_diff(&config(&src, &db), &DiffOptions::default()).unwrap();
+    assert!(diff.identical, "{}", render_text(&diff));
+}
