@@ -2,7 +2,8 @@
 //! migration journey against the given target, or a private PostgreSQL started for the demo.
 //! The journey today: `check` (with a verified backup taken while the writer writes),
 //! `snapshot --validate`, `sync` following the writer with its lag on screen, then `diff` with the
-//! HTML sign-off report; cutover joins it when it lands.
+//! HTML sign-off report, then `cutover` (pause printed), a write the fenced SQLite refuses and
+//! the same write landing in PostgreSQL.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -10,6 +11,7 @@ use std::time::Instant;
 use crate::check::{render_text, run_check, CheckOptions};
 use crate::cli::show_progress;
 use crate::config::{create_private_dir, Config};
+use crate::cutover::{run_cutover, CutoverOptions, DEFAULT_MAX_LAG, DEFAULT_MAX_PAUSE};
 use crate::diff::{render_html, render_text as diff_text, run_diff, DiffOptions};
 use crate::error::{Error, Result};
 use crate::pipeline::{run_sync, SyncOptions, SyncStatus};
@@ -156,10 +158,68 @@ fn journey(config: &Config, opts: &DemoOptions, dir: &std::path::Path) -> Result
     })?;
     println!("\nsign-off report: {}", html.display());
     println!("largest lag seen while the writer wrote: {lag:.3} s");
+    step("9. sqlite2pg cutover");
+    let opts = CutoverOptions {
+        max_pause: DEFAULT_MAX_PAUSE,
+        max_lag: DEFAULT_MAX_LAG,
+    };
+    let cut = run_cutover(&demo_config, &opts)?;
+    println!(
+        "   writers paused {:.1} ms; final change {}; identities moved: {}",
+        cut.pause_ms,
+        cut.final_seq,
+        cut.identities.len()
+    );
+    step("10. the application's next write");
+    late_write(&demo_config, &source)?;
+    println!("\nsign-off report: {}", html.display());
     Ok(report
         .exit_code()
         .max(snapshot.exit_code())
         .max(diff.exit_code()))
+}
+
+/// The same write against the old SQLite file (the fence refuses it) and PostgreSQL (it lands).
+fn late_write(config: &Config, source: &std::path::Path) -> Result<()> {
+    const LATE_WRITE: &str =
+        "INSERT INTO app_state (key, value) VALUES ('after-cutover', '{\"ok\": true}')";
+    let conn = rusqlite::Connection::open(source).map_err(|e| Error::Source {
+        op: "open",
+        path: source.to_path_buf(),
+        table: None,
+        source: e,
+    })?;
+    match conn.execute(LATE_WRITE, []) {
+        Ok(_) => {
+            return Err(Error::Data {
+                table: "app_state".into(),
+                reason: "the fenced SQLite accepted a write".into(),
+            })
+        }
+        Err(e) => println!("   SQLite:     {e}"),
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            op: "start the async runtime for",
+            path: "PostgreSQL".into(),
+            source,
+        })?;
+    let url = config.require_target()?;
+    runtime.block_on(async {
+        let client = url.connect().await?;
+        client
+            .execute(LATE_WRITE, &[])
+            .await
+            .map_err(|source| Error::Target {
+                op: "write after cutover",
+                table: Some("app_state".into()),
+                source,
+            })
+    })?;
+    println!("   PostgreSQL: the same INSERT succeeded");
+    Ok(())
 }
 
 /// Runs sync beside the live writer for `duration`, printing its status line; returns the

@@ -187,6 +187,9 @@ fn demo_walks_check_snapshot_sync_diff_with_a_private_postgres() {
         "live writer stopped",
         "VERDICT: IDENTICAL",
         "sign-off report:",
+        "writers paused",
+        "migrated to PostgreSQL",
+        "PostgreSQL: the same INSERT succeeded",
     ] {
         assert!(
             stdout.contains(needle),
