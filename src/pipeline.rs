@@ -29,6 +29,9 @@ use crate::target::verify::verify_changes;
 /// Most changes one apply transaction takes: large enough for throughput, small enough that a
 /// batch commits in well under a second.
 pub const DEFAULT_BATCH_CHANGES: usize = 10_000;
+/// How often consumed change rows are deleted from the source while it is busy (they are
+/// deleted at once when it goes idle).
+const DELETE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the capture stage sleeps when the watcher reports nothing: the fallback for
 /// filesystems where notify misses events; no busy loop when idle.
 pub const DEFAULT_POLL: Duration = Duration::from_millis(500);
@@ -238,7 +241,7 @@ pub(crate) fn drain(
             &setup.apply_tables,
             applied,
             &through,
-            changes,
+            &changes,
             config.convert,
         ))?;
         setup.log.trim_through(through.end_seq)?;
@@ -305,10 +308,16 @@ fn capture_loop(
     log.discard_after(pos)?;
     captured.store(pos, Ordering::SeqCst);
     let mut pending_delete = true;
+    let mut last_delete = Instant::now();
+    let mut idle = true;
     let schema_version = capturer.schema_version()?;
     while !stop.load(Ordering::SeqCst) {
-        if pending_delete {
+        // Deleting consumed change rows takes SQLite's write lock: do it when idle or once in a
+        // while, never between every capture (it would queue behind the application's writers
+        // and add to the lag).
+        if pending_delete && (idle || last_delete.elapsed() >= DELETE_INTERVAL) {
             pending_delete = capturer.delete_through(pos).is_err();
+            last_delete = Instant::now();
         }
         if capturer.schema_version()? != schema_version {
             return Err(Error::Data {
@@ -323,9 +332,12 @@ fn capture_loop(
                 pos = b.end_seq;
                 captured.store(pos, Ordering::SeqCst);
                 pending_delete = true;
+                idle = false;
                 let _ = wake.send(());
             }
+            None if pending_delete && !idle => idle = true,
             None => {
+                idle = true;
                 watcher.wait(poll);
             }
         }
@@ -387,13 +399,14 @@ async fn apply_loop(
                 changes.push(c);
                 Ok(())
             })?;
+        let changes = coalesce(changes);
         let applied = apply_batch(
             client,
             &ctx.config.schema,
             ctx.tables,
             status.applied_seq,
             &through,
-            changes.clone(),
+            &changes,
             ctx.config.convert,
         )
         .await;
@@ -409,7 +422,7 @@ async fn apply_loop(
         };
         crate::fault::hit(crate::fault::SYNC_AFTER_APPLY_COMMIT);
         ctx.log.trim_through(through.end_seq)?;
-        match verify_and_repair(client, ctx, &coalesce(changes)).await {
+        match verify_and_repair(client, ctx, &changes).await {
             Ok(mismatches) => status.verification_mismatches += mismatches,
             Err(e) if e.is_transient() && !ctx.stop.load(Ordering::SeqCst) => {
                 tracing::warn!(error = %e, seq = through.end_seq, "verification failed transiently; reconnecting");

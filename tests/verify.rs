@@ -287,7 +287,7 @@ fn a_batch_applied_by_sync_verifies_clean() {
             &tables,
             after,
             &through,
-            changes.clone(),
+            &changes,
             opts,
         )
         .await

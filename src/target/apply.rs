@@ -115,6 +115,17 @@ fn key_bytes(key: &[RawValue]) -> Vec<u8> {
     out
 }
 
+/// The last change per (table, key), by reference, in seq order.
+fn latest(changes: &[Change]) -> Vec<&Change> {
+    let mut last: HashMap<(&str, Vec<u8>), usize> = HashMap::new();
+    for (i, c) in changes.iter().enumerate() {
+        last.insert((c.table.as_str(), key_bytes(&c.key)), i);
+    }
+    let mut keep: Vec<usize> = last.into_values().collect();
+    keep.sort_unstable();
+    keep.into_iter().map(|i| &changes[i]).collect()
+}
+
 /// Keeps the last change per (table, key): the changes arrive in seq order.
 pub fn coalesce(changes: Vec<Change>) -> Vec<Change> {
     let mut last: HashMap<(String, Vec<u8>), usize> = HashMap::new();
@@ -232,10 +243,10 @@ pub async fn apply_batch(
     tables: &[ApplyTable],
     after: u64,
     through: &Boundary,
-    changes: Vec<Change>,
+    changes: &[Change],
     opts: ConvertOptions,
 ) -> Result<BatchStats> {
-    let changes = coalesce(changes);
+    let changes = latest(changes);
     let mut stats = BatchStats {
         changes: changes.len() as u64,
         ..BatchStats::default()
