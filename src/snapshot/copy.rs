@@ -19,7 +19,7 @@ use super::plan::TablePlan;
 use crate::convert::{convert, render, storage_class, ConvertOptions, PgType, PgValue};
 use crate::error::{Error, Result};
 use crate::source::profile::row_key;
-use crate::source::{quote_ident, BUSY_TIMEOUT};
+use crate::source::quote_ident;
 use crate::target::connect::TargetUrl;
 use crate::target::copy_binary::CopyEncoder;
 use crate::target::ddl::copy_in;
@@ -131,24 +131,7 @@ fn worker(
 
 /// Opens the snapshot file read-only for one worker.
 pub fn open_snapshot(path: &Path) -> Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|source| Error::Source {
-        op: "open the snapshot",
-        path: path.to_path_buf(),
-        table: None,
-        source,
-    })?;
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(|source| Error::Source {
-            op: "set busy timeout",
-            path: path.to_path_buf(),
-            table: None,
-            source,
-        })?;
-    Ok(conn)
+    crate::source::open_with(path, OpenFlags::SQLITE_OPEN_READ_ONLY, "open the snapshot")
 }
 
 /// The SELECT of a job: key expressions, the rowid when it becomes the key, then copied columns.

@@ -28,20 +28,7 @@ const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 /// file (a clear error beats SQLite's "file is not a database" at the first query).
 pub fn open_read_only(path: &Path) -> Result<Connection> {
     check_header(path)?;
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(|source| Error::Source {
-        op: "open",
-        path: path.to_path_buf(),
-        table: None,
-        source,
-    })?;
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(|source| Error::Source {
-            op: "set busy timeout",
-            path: path.to_path_buf(),
-            table: None,
-            source,
-        })?;
+    let conn = open_with(path, OpenFlags::SQLITE_OPEN_READ_ONLY, "open")?;
     // Fail here, with a precise message, if the header is fine but the schema is unreadable.
     conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
         r.get::<_, i64>(0)
@@ -93,20 +80,24 @@ fn check_header(path: &Path) -> Result<()> {
 /// table): never used to write the application's tables.
 pub fn open_read_write(path: &Path) -> Result<Connection> {
     check_header(path)?;
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(|source| Error::Source {
-        op: "open for writing",
-        path: path.to_path_buf(),
-        table: None,
-        source,
-    })?;
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(|source| Error::Source {
-            op: "set busy timeout",
+    open_with(path, OpenFlags::SQLITE_OPEN_READ_WRITE, "open for writing")
+}
+
+/// Opens `path` with `flags` (no mutex: every connection stays on one thread) and the busy
+/// timeout every sqlite2pg connection uses.
+pub(crate) fn open_with(path: &Path, flags: OpenFlags, op: &'static str) -> Result<Connection> {
+    let err = |op| {
+        move |source| Error::Source {
+            op,
             path: path.to_path_buf(),
             table: None,
             source,
-        })?;
+        }
+    };
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(err(op))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(err("set busy timeout"))?;
     Ok(conn)
 }
 

@@ -308,32 +308,31 @@ fn pg_err(op: &'static str, table: Option<&str>) -> impl FnOnce(tokio_postgres::
     move |source| Error::Target { op, table, source }
 }
 
-/// Stages `rows` of the given columns into a new temporary table and returns its name.
-async fn stage_rows(
+/// Stages `rows` of the given columns of `map` into a new temporary table `name` (dropped at
+/// commit) with the target's exact column types, by binary COPY. Used by apply (keys to delete,
+/// rows to upsert) and by verification (keys to re-read).
+pub(crate) async fn stage_rows<'r>(
     tx: &Transaction<'_>,
     schema: &str,
     name: &str,
-    table: &ApplyTable,
+    map: &TableMap,
     cols: &[usize],
-    rows: &[Vec<PgValue>],
+    rows: impl IntoIterator<Item = &'r [PgValue]>,
 ) -> Result<()> {
-    let t = Some(table.map.source.as_str());
+    let t = Some(map.source.as_str());
     let list: Vec<String> = cols
         .iter()
-        .map(|&i| quote_pg(&table.map.columns[i].target))
+        .map(|&i| quote_pg(&map.columns[i].target))
         .collect();
     let create = format!(
         "CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
         list.join(", "),
-        qualified(schema, &table.map.target)
+        qualified(schema, &map.target)
     );
     tx.batch_execute(&create)
         .await
         .map_err(pg_err("create a staging table", t))?;
-    let types: Vec<PgType> = cols
-        .iter()
-        .map(|&i| table.map.columns[i].ty.clone())
-        .collect();
+    let types: Vec<PgType> = cols.iter().map(|&i| map.columns[i].ty.clone()).collect();
     let sink = tx
         .copy_in::<_, Bytes>(&format!("COPY {name} FROM STDIN (FORMAT binary)"))
         .await
@@ -344,7 +343,7 @@ async fn stage_rows(
         encoder
             .push_row(&types, row)
             .map_err(|reason| Error::Data {
-                table: table.map.source.clone(),
+                table: map.source.clone(),
                 reason,
             })?;
         if encoder.len() >= 1 << 20 {
@@ -385,7 +384,15 @@ async fn apply_deletes(
         return Ok(());
     }
     let name = format!("_s2p_del_{n}");
-    stage_rows(tx, schema, &name, table, &table.map.key, keys).await?;
+    stage_rows(
+        tx,
+        schema,
+        &name,
+        &table.map,
+        &table.map.key,
+        keys.iter().map(Vec::as_slice),
+    )
+    .await?;
     let sql = format!(
         "DELETE FROM {} t USING {name} d WHERE {}",
         qualified(schema, &table.map.target),
@@ -413,7 +420,15 @@ async fn apply_upserts(
     }
     let name = format!("_s2p_up_{n}");
     let cols: Vec<usize> = table.writable().map(|(i, _)| i).collect();
-    stage_rows(tx, schema, &name, table, &cols, rows).await?;
+    stage_rows(
+        tx,
+        schema,
+        &name,
+        &table.map,
+        &cols,
+        rows.iter().map(Vec::as_slice),
+    )
+    .await?;
     let target = qualified(schema, &table.map.target);
     let t = Some(table.map.source.as_str());
     for unique in &table.uniques {

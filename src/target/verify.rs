@@ -16,17 +16,15 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio_postgres::Transaction;
 
-use super::apply::ApplyTable;
-use super::copy_binary::CopyEncoder;
+use super::apply::{stage_rows, ApplyTable};
 use super::copy_out::CopyDecoder;
 use super::ddl::qualified;
 use super::mapping::TableMap;
 use crate::change::{Change, RawValue};
-use crate::convert::{convert, render, ConvertOptions, PgType, PgValue};
+use crate::convert::{convert, render, ConvertOptions, PgValue};
 use crate::diff::canonical::{display, encode_canonical, key_hash, row_hash};
 use crate::error::{Error, Result};
 use crate::translate::quote_pg;
@@ -34,9 +32,6 @@ use crate::translate::quote_pg;
 /// Keys staged and read back per round trip: apply's batches are at most this big, so a batch
 /// costs one read per table, and a larger input stays bounded in memory (~10k rows at a time).
 pub const MAX_KEYS_PER_READ: usize = 10_000;
-
-/// Staged key bytes sent per COPY message: the size apply uses.
-const COPY_CHUNK_BYTES: usize = 1 << 20;
 
 /// One key whose PostgreSQL row does not match the source image it was applied from.
 #[derive(Debug, Clone, PartialEq)]
@@ -237,7 +232,15 @@ async fn read_rows(
     map: &TableMap,
     wanted: &[Wanted<'_>],
 ) -> Result<Vec<Vec<PgValue>>> {
-    stage_keys(tx, schema, name, map, wanted).await?;
+    stage_rows(
+        tx,
+        schema,
+        name,
+        map,
+        &map.key,
+        wanted.iter().map(|w| w.key.as_slice()),
+    )
+    .await?;
     let t = Some(map.source.as_str());
     let cols: Vec<String> = map
         .columns
@@ -278,53 +281,6 @@ fn key_columns(map: &TableMap) -> Vec<String> {
         .iter()
         .map(|&i| quote_pg(&map.columns[i].target))
         .collect()
-}
-
-/// `CREATE TEMP TABLE name ON COMMIT DROP` with the key columns' types, filled by binary COPY.
-async fn stage_keys(
-    tx: &Transaction<'_>,
-    schema: &str,
-    name: &str,
-    map: &TableMap,
-    wanted: &[Wanted<'_>],
-) -> Result<()> {
-    let t = Some(map.source.as_str());
-    let create = format!(
-        "CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
-        key_columns(map).join(", "),
-        qualified(schema, &map.target)
-    );
-    tx.batch_execute(&create)
-        .await
-        .map_err(pg_err("create the verify key table", t))?;
-    let types: Vec<PgType> = map.key.iter().map(|&i| map.columns[i].ty.clone()).collect();
-    let sink = tx
-        .copy_in::<_, Bytes>(&format!("COPY {name} FROM STDIN (FORMAT binary)"))
-        .await
-        .map_err(pg_err("start staging keys to verify", t))?;
-    futures_util::pin_mut!(sink);
-    let mut encoder = CopyEncoder::new();
-    for w in wanted {
-        encoder
-            .push_row(&types, &w.key)
-            .map_err(|reason| Error::Data {
-                table: map.source.clone(),
-                reason,
-            })?;
-        if encoder.len() >= COPY_CHUNK_BYTES {
-            sink.send(Bytes::from(encoder.take_chunk()))
-                .await
-                .map_err(pg_err("send keys to verify", t))?;
-        }
-    }
-    sink.send(Bytes::from(encoder.finish()))
-        .await
-        .map_err(pg_err("send keys to verify", t))?;
-    sink.as_mut()
-        .finish()
-        .await
-        .map_err(pg_err("finish staging keys to verify", t))?;
-    Ok(())
 }
 
 /// Pairs each wanted key with the row PostgreSQL returned for it (by key hash) and reports the
@@ -445,6 +401,7 @@ fn pg_err(op: &'static str, table: Option<&str>) -> impl FnOnce(tokio_postgres::
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::convert::PgType;
     use crate::target::mapping::ColumnMap;
 
     fn column(name: &str, ty: PgType, source_index: usize, generated: bool) -> ColumnMap {
