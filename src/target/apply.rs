@@ -359,6 +359,11 @@ pub(crate) async fn stage_rows<'r>(
         .finish()
         .await
         .map_err(pg_err("finish staging COPY", t))?;
+    // Without statistics the planner guesses thousands of staged rows and joins them to the
+    // target with a full scan; with them it looks the few keys up by the primary key index.
+    tx.batch_execute(&format!("ANALYZE {name}"))
+        .await
+        .map_err(pg_err("analyze a staging table", t))?;
     Ok(())
 }
 
