@@ -109,6 +109,13 @@ pub enum Command {
     /// last changes, verify counts, move identities, fence SQLite so later writes fail loudly,
     /// release; prints the pause in milliseconds.
     Cutover(CutoverArgs),
+    /// Where every stage stands (snapshot, sync, apply, verification, quarantine, cutover), from
+    /// durable state: works while sync runs elsewhere and after it died.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove everything sqlite2pg installed in the source (capture triggers, its change table):
     /// SQLite is exactly as the application knew it.
     Rollback,
@@ -272,6 +279,18 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Sync(args) => sync(&config, args),
         Command::Cutover(args) => cutover(&config, args),
         Command::Rollback => rollback(&config),
+        Command::Status { json } => {
+            let status = crate::status::read_status(&config)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).expect("a status always serialises")
+                );
+            } else {
+                print!("{}", crate::status::render_status(&status));
+            }
+            Ok(EXIT_OK)
+        }
         Command::Demo(args) => run_demo(
             &config,
             &DemoOptions {

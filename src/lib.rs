@@ -21,6 +21,7 @@ pub mod private_pg;
 pub mod sample_app;
 pub mod snapshot;
 pub mod source;
+pub mod status;
 pub mod target;
 pub mod translate;
 

@@ -55,7 +55,7 @@ impl Default for SyncOptions {
 }
 
 /// Where sync stands, for the status line and `status`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct SyncStatus {
     pub captured_seq: u64,
     pub applied_seq: u64,
@@ -363,16 +363,20 @@ async fn apply_loop(
     ctx: &ApplyContext<'_>,
 ) -> Result<SyncStatus> {
     let started = Instant::now();
+    let started_at = chrono::Utc::now().to_rfc3339();
+    let state_dir = ctx.config.state_dir()?;
     let mut status = SyncStatus {
         applied_seq: sync_position(&*client).await?.unwrap_or(0) as u64,
         ..SyncStatus::default()
     };
+    crate::status::write_heartbeat(&state_dir, &started_at, "running", &status)?;
     let mut last_report = Instant::now();
     loop {
         let bounds = ctx.log.boundaries_after(status.applied_seq, 10_000)?;
         update_lag(&mut status, ctx, &bounds, started);
         if last_report.elapsed() >= Duration::from_secs(2) {
             (ctx.on_status)(&status);
+            crate::status::write_heartbeat(&state_dir, &started_at, "running", &status)?;
             last_report = Instant::now();
         }
         // --catch-up ends once everything committed when sync started is applied, even while
@@ -446,6 +450,7 @@ async fn apply_loop(
     let bounds = ctx.log.boundaries_after(status.applied_seq, 1)?;
     update_lag(&mut status, ctx, &bounds, started);
     (ctx.on_status)(&status);
+    crate::status::write_heartbeat(&state_dir, &started_at, "stopped", &status)?;
     Ok(status)
 }
 

@@ -11,6 +11,7 @@ mod cutover;
 mod diff;
 mod roundtrip;
 mod snapshot;
+mod status;
 mod support;
 mod sync;
 mod tls;

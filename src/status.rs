@@ -1,0 +1,222 @@
+//! `sqlite2pg status`: where every stage stands, read from durable state only — the snapshot
+//! record, the sync heartbeat file, the target's `sqlite2pg.sync_state` and quarantine, the
+//! source's change table and the cutover report — so it works while sync runs in another
+//! process and after it died, and says it died instead of "running".
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::pipeline::SyncStatus;
+
+const HEARTBEAT_FILE: &str = "sync-heartbeat.json";
+/// A running sync rewrites its heartbeat every 2 s; older than this, it is stuck.
+const STALE_AFTER_SECONDS: f64 = 30.0;
+
+/// What a running sync writes to the state directory on every status tick and when it stops.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub pid: u32,
+    pub started_at: String,
+    pub updated_at: String,
+    /// Unix seconds of `updated_at`.
+    pub updated_unix: f64,
+    /// `running` or `stopped` (a clean exit).
+    pub state: String,
+    pub status: SyncStatus,
+}
+
+fn now_unix() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Writes the heartbeat atomically (temporary file, then rename).
+pub fn write_heartbeat(
+    state_dir: &Path,
+    started_at: &str,
+    state: &str,
+    status: &SyncStatus,
+) -> Result<()> {
+    let beat = Heartbeat {
+        pid: std::process::id(),
+        started_at: started_at.to_string(),
+        updated_at: chrono::Utc::now().to_rfc3339(),
+        updated_unix: now_unix(),
+        state: state.to_string(),
+        status: status.clone(),
+    };
+    let path = state_dir.join(HEARTBEAT_FILE);
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&beat).expect("a heartbeat always serialises"),
+    )
+    .map_err(|source| Error::Io {
+        op: "write",
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, &path).map_err(|source| Error::Io {
+        op: "replace",
+        path,
+        source,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncReport {
+    /// `never ran`, `running`, `stuck`, `stopped` or `died`.
+    pub state: String,
+    pub heartbeat: Option<Heartbeat>,
+    pub applied_seq: Option<i64>,
+    pub applied_at: Option<String>,
+    pub changes_applied: Option<i64>,
+    pub source_seq: Option<u64>,
+    pub lag_changes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub snapshot: Option<crate::snapshot::SnapshotRecord>,
+    pub sync: SyncReport,
+    /// Quarantined values per source table.
+    pub quarantined: Vec<(String, i64)>,
+    pub cutover: Option<serde_json::Value>,
+}
+
+/// Is process `pid` alive? (signal 0 checks without sending anything)
+fn alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists and may be signalled.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+fn sync_state(beat: &Option<Heartbeat>) -> String {
+    match beat {
+        None => "never ran".into(),
+        Some(b) if b.state == "stopped" => "stopped".into(),
+        Some(b) if !alive(b.pid) => "died".into(),
+        Some(b) if now_unix() - b.updated_unix > STALE_AFTER_SECONDS => "stuck".into(),
+        Some(_) => "running".into(),
+    }
+}
+
+pub fn read_status(config: &Config) -> Result<Status> {
+    let state_dir = config.state_dir()?;
+    let snapshot = crate::snapshot::read_snapshot_record(&state_dir)?;
+    let heartbeat: Option<Heartbeat> = std::fs::read(state_dir.join(HEARTBEAT_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let source_seq = match config.source.as_deref() {
+        Some(path) if path.exists() => crate::source::open_read_only(path)
+            .ok()
+            .and_then(|c| crate::source::capture::max_seq(&c).ok()),
+        _ => None,
+    };
+    let mut sync = SyncReport {
+        state: sync_state(&heartbeat),
+        heartbeat,
+        applied_seq: None,
+        applied_at: None,
+        changes_applied: None,
+        source_seq,
+        lag_changes: None,
+    };
+    let mut quarantined = Vec::new();
+    if let Some(url) = &config.target {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| Error::Io {
+                op: "start the async runtime for",
+                path: "PostgreSQL".into(),
+                source,
+            })?;
+        runtime.block_on(async {
+            let client = url.connect().await?;
+            let err = |op| move |source| Error::Target { op, table: None, source };
+            let has_state: bool = client.query_one("SELECT to_regclass('sqlite2pg.sync_state') IS NOT NULL", &[]).await.map_err(err("look for sync_state"))?.get(0);
+            if has_state {
+                if let Some(row) = client
+                    .query_opt("SELECT applied_seq, applied_at::text, changes_applied FROM sqlite2pg.sync_state WHERE id = 1", &[])
+                    .await
+                    .map_err(err("read sync_state"))?
+                {
+                    sync.applied_seq = Some(row.get(0));
+                    sync.applied_at = Some(row.get(1));
+                    sync.changes_applied = Some(row.get(2));
+                }
+                let rows = client
+                    .query("SELECT table_name, count(*) FROM sqlite2pg.quarantine GROUP BY 1 ORDER BY 1", &[])
+                    .await
+                    .map_err(err("count quarantined values"))?;
+                quarantined = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            }
+            Ok::<(), Error>(())
+        })?;
+    }
+    sync.lag_changes = match (sync.source_seq, sync.applied_seq) {
+        (Some(s), Some(a)) => Some(s.saturating_sub(a.max(0) as u64)),
+        _ => None,
+    };
+    let cutover = std::fs::read(state_dir.join("cutover-report.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    Ok(Status {
+        snapshot,
+        sync,
+        quarantined,
+        cutover,
+    })
+}
+
+/// The human form: one line per stage.
+pub fn render_status(s: &Status) -> String {
+    let mut out = String::new();
+    match &s.snapshot {
+        None => out.push_str("snapshot  never ran\n"),
+        Some(r) => out.push_str(&format!(
+            "snapshot  {} (started {}, change position {:?})\n",
+            r.status, r.started_at, r.change_seq
+        )),
+    }
+    let sync = &s.sync;
+    out.push_str(&format!("sync      {}", sync.state));
+    if let Some(b) = &sync.heartbeat {
+        out.push_str(&format!(
+            " (pid {}, last heartbeat {})",
+            b.pid, b.updated_at
+        ));
+    }
+    out.push('\n');
+    if let Some(a) = sync.applied_seq {
+        out.push_str(&format!(
+            "apply     position {a} at {}, {} changes applied; source at {}, lag {} changes\n",
+            sync.applied_at.as_deref().unwrap_or("?"),
+            sync.changes_applied.unwrap_or(0),
+            sync.source_seq.map_or("?".into(), |v| v.to_string()),
+            sync.lag_changes.map_or("?".into(), |v| v.to_string())
+        ));
+    }
+    if let Some(b) = &sync.heartbeat {
+        out.push_str(&format!(
+            "verify    {} mismatches re-enqueued; {} retries\n",
+            b.status.verification_mismatches, b.status.retries
+        ));
+    }
+    for (t, n) in &s.quarantined {
+        out.push_str(&format!("quarantine {t}: {n} value(s)\n"));
+    }
+    match &s.cutover {
+        None => out.push_str("cutover   not done\n"),
+        Some(c) => out.push_str(&format!(
+            "cutover   done at {}, pause {} ms\n",
+            c["fenced_at"].as_str().unwrap_or("?"),
+            c["pause_ms"]
+        )),
+    }
+    out
+}
