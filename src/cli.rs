@@ -182,6 +182,12 @@ pub struct SyncArgs {
     /// Most changes applied in one PostgreSQL transaction.
     #[arg(long, default_value_t = crate::pipeline::DEFAULT_BATCH_CHANGES)]
     pub batch_size: usize,
+    /// Serve Prometheus metrics (/metrics) and a health check (/healthz) on this address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+    /// /healthz fails when the lag is over this many seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub health_max_lag: f64,
 }
 
 #[derive(Debug, Args)]
@@ -446,7 +452,17 @@ pub fn install_stop_handler() {
 
 fn sync(config: &Config, args: SyncArgs) -> Result<i32> {
     install_stop_handler();
+    let metrics = args
+        .metrics_addr
+        .as_ref()
+        .map(|_| std::sync::Arc::new(crate::metrics::Metrics::new(args.health_max_lag)));
+    let server_stop = std::sync::Arc::new(AtomicBool::new(false));
+    let server = match (&args.metrics_addr, &metrics) {
+        (Some(addr), Some(m)) => Some(crate::metrics::serve(addr, m.clone(), server_stop.clone())?),
+        _ => None,
+    };
     let opts = SyncOptions {
+        metrics,
         catch_up: args.catch_up,
         batch_changes: args.batch_size.max(1),
         ..SyncOptions::default()
@@ -456,7 +472,12 @@ fn sync(config: &Config, args: SyncArgs) -> Result<i32> {
             "sync: applied seq {} · lag {} changes / {:.2} s · {} changes in {} batches ({:.0}/s) · {} quarantined",
             s.applied_seq, s.lag_changes, s.lag_seconds, s.changes_applied, s.batches, s.changes_per_second, s.quarantined
         );
-    })?;
+    });
+    server_stop.store(true, Ordering::SeqCst);
+    if let Some(server) = server {
+        let _ = server.join();
+    }
+    let status = status?;
     println!(
         "{}",
         serde_json::to_string(&status).expect("sync status always serialises")

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod diff;
 pub mod error;
 pub mod fault;
+pub mod metrics;
 pub mod pipeline;
 pub mod private_pg;
 pub mod sample_app;

@@ -42,12 +42,15 @@ pub struct SyncOptions {
     pub catch_up: bool,
     pub poll: Duration,
     pub batch_changes: usize,
+    /// Where to publish live numbers for `/metrics` (see `metrics`).
+    pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl Default for SyncOptions {
     fn default() -> Self {
         SyncOptions {
             catch_up: false,
+            metrics: None,
             poll: DEFAULT_POLL,
             batch_changes: DEFAULT_BATCH_CHANGES,
         }
@@ -374,6 +377,9 @@ async fn apply_loop(
     loop {
         let bounds = ctx.log.boundaries_after(status.applied_seq, 10_000)?;
         update_lag(&mut status, ctx, &bounds, started);
+        if let Some(m) = &ctx.opts.metrics {
+            m.publish(&status);
+        }
         if last_report.elapsed() >= Duration::from_secs(2) {
             (ctx.on_status)(&status);
             crate::status::write_heartbeat(&state_dir, &started_at, "running", &status)?;
@@ -396,6 +402,7 @@ async fn apply_loop(
             let _ = ctx.wake.recv_timeout(Duration::from_millis(50));
             continue;
         }
+        let batch_started = Instant::now();
         let through = batch_end(&bounds, ctx.opts.batch_changes);
         let mut changes = Vec::new();
         ctx.log
@@ -439,6 +446,10 @@ async fn apply_loop(
         status.batches += 1;
         status.changes_applied += stats.changes;
         status.quarantined += stats.quarantined;
+        if let Some(m) = &ctx.opts.metrics {
+            m.observe_batch(batch_started.elapsed().as_secs_f64());
+            m.publish(&status);
+        }
         tracing::debug!(
             seq = through.end_seq,
             changes = stats.changes,

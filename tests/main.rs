@@ -9,6 +9,7 @@ mod cli;
 mod copy_binary;
 mod cutover;
 mod diff;
+mod metrics;
 mod roundtrip;
 mod snapshot;
 mod status;
