@@ -149,3 +149,68 @@ fn a_cutover_over_its_pause_bound_aborts_and_leaves_sqlite_untouched() {
     let diff = run_diff(&config(&src, &db), &DiffOptions::default()).unwrap();
     assert!(diff.identical, "{}", render_text(&diff));
 }
+
+fn cli(src: &Path, db: &TestDb, args: &[&str], fault: Option<&str>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sqlite2pg"));
+    cmd.arg("--source")
+        .arg(src)
+        .args(args)
+        .env("SQLITE2PG_TARGET", db.url_string())
+        .env_remove("DATABASE_URL");
+    cmd.env_remove(sqlite2pg::fault::FAULT_ENV);
+    if let Some(f) = fault {
+        cmd.env(sqlite2pg::fault::FAULT_ENV, f);
+    }
+    cmd.output().expect("run sqlite2pg")
+}
+
+#[test]
+fn a_crash_while_frozen_leaves_a_state_cutover_or_rollback_completes() {
+    for finish_with in ["cutover", "rollback"] {
+        let dir = temp_dir();
+        let db = TestDb::new();
+        let src = prepared(dir.path(), &db);
+        Connection::open(&src)
+            .unwrap()
+            .execute_batch("UPDATE users SET display_name = 'before crash' WHERE id <= 3")
+            .unwrap();
+        let crashed = cli(&src, &db, &["cutover"], Some("cutover.frozen"));
+        assert_ne!(
+            crashed.status.code(),
+            Some(0),
+            "the fault point must abort the run"
+        );
+        // The process died holding the write lock: SQLite rolled its transaction back.
+        Connection::open(&src)
+            .unwrap()
+            .execute_batch("UPDATE users SET display_name = 'after crash' WHERE id = 4")
+            .expect("writers are not blocked after the crash");
+        let out = cli(&src, &db, &[finish_with], None);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{finish_with}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let app = Connection::open(&src).unwrap();
+        let write = app.execute_batch("UPDATE users SET display_name = 'late' WHERE id = 5");
+        if finish_with == "cutover" {
+            assert!(write
+                .unwrap_err()
+                .to_string()
+                .contains("migrated to PostgreSQL"));
+            let diff = run_diff(&config(&src, &db), &DiffOptions::default()).unwrap();
+            assert!(diff.identical, "{}", render_text(&diff));
+        } else {
+            write.expect("after rollback SQLite is the system of record again");
+            let installed: i64 = app
+                .query_row(
+                    "SELECT count(*) FROM sqlite_schema WHERE name GLOB '_sqlite2pg_*'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(installed, 0);
+        }
+    }
+}
