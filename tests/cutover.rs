@@ -3,28 +3,16 @@
 //! database refuse writes; a cutover aborted by its pause bound leaves SQLite untouched.
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use rusqlite::Connection;
-use sqlite2pg::config::{Config, GlobalFlags};
 use sqlite2pg::cutover::{run_cutover, CutoverOptions};
-use sqlite2pg::diff::{render_text, run_diff, DiffOptions};
-use sqlite2pg::pipeline::{run_sync, SyncOptions};
 use sqlite2pg::sample_app::{generate, GenerateOptions, LiveWriter, WriterOptions};
 
 use crate::snapshot::{options, query, snapshot};
 use crate::support::pg::TestDb;
 use crate::support::{temp_dir, wait_until};
-
-fn config(source: &Path, db: &TestDb) -> Config {
-    let flags = GlobalFlags {
-        source: Some(source.to_path_buf()),
-        target: Some(db.url_string()),
-        ..GlobalFlags::default()
-    };
-    Config::resolve(&flags).unwrap()
-}
+use crate::sync::{assert_identical, catch_up, config};
 
 fn prepared(dir: &Path, db: &TestDb) -> std::path::PathBuf {
     let src = dir.join("app.db");
@@ -56,17 +44,7 @@ fn cutover_under_a_live_writer_freezes_drains_fences_and_reports_the_pause() {
     wait_until(Duration::from_secs(10), "the writer writes", || {
         writer.stats().transactions > 100
     });
-    let stop = AtomicBool::new(false);
-    run_sync(
-        &config(&src, &db),
-        &SyncOptions {
-            catch_up: true,
-            ..SyncOptions::default()
-        },
-        &stop,
-        &|_| {},
-    )
-    .unwrap();
+    catch_up(&src, &db);
     let report = run_cutover(
         &config(&src, &db),
         &CutoverOptions {
@@ -93,8 +71,7 @@ fn cutover_under_a_live_writer_freezes_drains_fences_and_reports_the_pause() {
         refused.to_string().contains("migrated to PostgreSQL"),
         "{refused}"
     );
-    let diff = run_diff(&config(&src, &db), &DiffOptions::default()).unwrap();
-    assert!(diff.identical, "{}", render_text(&diff));
+    assert_identical(&src, &db);
     let max_id: i64 = app
         .query_row("SELECT max(id) FROM jobs", [], |r| r.get(0))
         .unwrap();
@@ -135,19 +112,8 @@ fn a_cutover_over_its_pause_bound_aborts_and_leaves_sqlite_untouched() {
     assert_eq!(triggers(&app), before, "no fence, capture still installed");
     app.execute_batch("UPDATE users SET display_name = 'after abort' WHERE id = 6")
         .expect("writes still work");
-    let stop = AtomicBool::new(false);
-    run_sync(
-        &config(&src, &db),
-        &SyncOptions {
-            catch_up: true,
-            ..SyncOptions::default()
-        },
-        &stop,
-        &|_| {},
-    )
-    .expect("sync goes on");
-    let diff = run_diff(&config(&src, &db), &DiffOptions::default()).unwrap();
-    assert!(diff.identical, "{}", render_text(&diff));
+    catch_up(&src, &db);
+    assert_identical(&src, &db);
 }
 
 fn cli(src: &Path, db: &TestDb, args: &[&str], fault: Option<&str>) -> std::process::Output {
@@ -199,8 +165,7 @@ fn a_crash_while_frozen_leaves_a_state_cutover_or_rollback_completes() {
                 .unwrap_err()
                 .to_string()
                 .contains("migrated to PostgreSQL"));
-            let diff = run_diff(&config(&src, &db), &DiffOptions::default()).unwrap();
-            assert!(diff.identical, "{}", render_text(&diff));
+            assert_identical(&src, &db);
         } else {
             write.expect("after rollback SQLite is the system of record again");
             let installed: i64 = app

@@ -17,7 +17,8 @@ use crate::snapshot::{options, query, snapshot};
 use crate::support::pg::TestDb;
 use crate::support::{temp_dir, wait_until};
 
-fn config(source: &Path, db: &TestDb) -> Config {
+/// The config every sync-side test uses: this source, the test's database as the target.
+pub fn config(source: &Path, db: &TestDb) -> Config {
     let flags = GlobalFlags {
         source: Some(source.to_path_buf()),
         target: Some(db.url_string()),
@@ -26,21 +27,21 @@ fn config(source: &Path, db: &TestDb) -> Config {
     Config::resolve(&flags).unwrap()
 }
 
-fn catch_up(source: &Path, db: &TestDb) -> SyncStatus {
+/// `sync --catch-up` in this process.
+pub fn try_catch_up(source: &Path, db: &TestDb) -> sqlite2pg::Result<SyncStatus> {
     let stop = AtomicBool::new(false);
-    run_sync(
-        &config(source, db),
-        &SyncOptions {
-            catch_up: true,
-            ..SyncOptions::default()
-        },
-        &stop,
-        &|_| {},
-    )
-    .expect("sync --catch-up")
+    let opts = SyncOptions {
+        catch_up: true,
+        ..SyncOptions::default()
+    };
+    run_sync(&config(source, db), &opts, &stop, &|_| {})
 }
 
-fn assert_identical(source: &Path, db: &TestDb) {
+pub fn catch_up(source: &Path, db: &TestDb) -> SyncStatus {
+    try_catch_up(source, db).expect("sync --catch-up")
+}
+
+pub fn assert_identical(source: &Path, db: &TestDb) {
     let report = run_diff(&config(source, db), &DiffOptions::default()).expect("diff");
     assert!(report.identical, "{}", render_text(&report));
 }
@@ -164,17 +165,7 @@ fn a_schema_change_stops_sync_with_a_precise_message() {
     let app = Connection::open(&src).unwrap();
     app.execute_batch("INSERT INTO logs VALUES ('before'); ALTER TABLE users DROP COLUMN name;")
         .unwrap();
-    let stop = AtomicBool::new(false);
-    let err = run_sync(
-        &config(&src, &db),
-        &SyncOptions {
-            catch_up: true,
-            ..SyncOptions::default()
-        },
-        &stop,
-        &|_| {},
-    )
-    .unwrap_err();
+    let err = try_catch_up(&src, &db).unwrap_err();
     assert!(err.to_string().contains("schema"), "{err}");
 }
 
@@ -194,17 +185,7 @@ fn sync_refuses_a_snapshot_without_capture() {
         ..options()
     };
     snapshot(&src, &db, &opts).unwrap();
-    let stop = AtomicBool::new(false);
-    let err = run_sync(
-        &config(&src, &db),
-        &SyncOptions {
-            catch_up: true,
-            ..SyncOptions::default()
-        },
-        &stop,
-        &|_| {},
-    )
-    .unwrap_err();
+    let err = try_catch_up(&src, &db).unwrap_err();
     assert!(err.to_string().contains("without change capture"), "{err}");
 }
 
