@@ -576,3 +576,98 @@ fn a_crash_at_each_fault_point_resumes_without_loss_or_duplicates() {
         assert_eq!(pk, 1);
     }
 }
+
+/// A source whose `qty INTEGER` holds one fraction and whose `at DATETIME` holds one word, far
+/// into a table split into ranges: the declared types cannot hold them, so the snapshot widens
+/// the columns (numeric, text) and copies the table again.
+fn outgrown_db(dir: &Path) -> PathBuf {
+    let src = dir.join("outgrown.db");
+    let conn = Connection::open(&src).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, qty INTEGER, at DATETIME, note TEXT);
+         CREATE TABLE clean (id INTEGER PRIMARY KEY, qty INTEGER);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+         INSERT INTO items SELECT i, i, '2024-01-01 00:00:00', 'row ' || i FROM n;
+         INSERT INTO clean SELECT id, qty FROM items;
+         UPDATE items SET qty = 2.5 WHERE id = 2500;
+         UPDATE items SET at = 'soon' WHERE id = 2999;",
+    )
+    .unwrap();
+    src
+}
+
+fn assert_outgrown_arrived(db: &TestDb) {
+    let types: Vec<(String, String)> = query(
+        db,
+        "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'items'::regclass AND attname IN ('qty', 'at') ORDER BY attname",
+    )
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect();
+    assert_eq!(
+        types,
+        [
+            ("at".to_string(), "text".to_string()),
+            ("qty".to_string(), "numeric".to_string())
+        ]
+    );
+    let (rows, distinct): (i64, i64) = {
+        let r = &query(db, "SELECT count(*), count(DISTINCT id) FROM items")[0];
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((rows, distinct), (3000, 3000), "every row once");
+    let odd: String = scalar(
+        db,
+        "SELECT qty::text || '|' || at FROM items WHERE id = 2500",
+    );
+    assert_eq!(odd, "2.5|2024-01-01 00:00:00");
+    let word: String = scalar(db, "SELECT at FROM items WHERE id = 2999");
+    assert_eq!(word, "soon");
+    let quarantined: i64 = scalar(db, "SELECT count(*) FROM sqlite2pg.quarantine");
+    assert_eq!(quarantined, 0, "widening loses nothing");
+    let clean: String = scalar(
+        db,
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'clean'::regclass AND attname = 'qty'",
+    );
+    assert_eq!(clean, "bigint", "a clean table keeps its declared type");
+}
+
+#[test]
+fn values_that_outgrow_the_declared_type_widen_the_column_and_the_table_is_copied_again() {
+    let dir = temp_dir();
+    let src = outgrown_db(dir.path());
+    let db = TestDb::new();
+    let r = snapshot(&src, &db, &options()).unwrap();
+    assert_complete(&r);
+    let items = r.tables.iter().find(|t| t.table == "items").unwrap();
+    assert_eq!((items.rows, items.source_rows), (3000, 3000));
+    assert_eq!(r.exit_code(), 0, "{:#?}", r.diff);
+    assert_outgrown_arrived(&db);
+}
+
+/// A crash after the widened copy committed: the re-run finds the widened table, plans it from
+/// its values again (the same types) and keeps what was loaded.
+#[test]
+fn a_crash_after_widening_resumes_with_the_widened_types() {
+    let dir = temp_dir();
+    let src = outgrown_db(dir.path());
+    let db = TestDb::new();
+    let crashed = cli_snapshot(&src, &db, Some("snapshot.before_post_load"));
+    assert_ne!(crashed.status.code(), Some(0));
+    let widened = "copied again";
+    assert!(String::from_utf8_lossy(&crashed.stderr).contains(widened));
+    let out = cli_snapshot(&src, &db, None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains(widened),
+        "the resumed run keeps the widened table it finds"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("validate: every table holds"), "{stdout}");
+    assert_outgrown_arrived(&db);
+}

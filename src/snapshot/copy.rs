@@ -53,6 +53,8 @@ pub struct CopyOutcome {
     pub quarantined: u64,
     pub bytes: u64,
     pub seconds: f64,
+    /// Values that did not fit, per copied column (the rowid key first when the plan adds it).
+    pub misfits: Vec<u64>,
 }
 
 /// Settings shared by every worker.
@@ -214,6 +216,7 @@ async fn copy_job(
     .map_err(src_err("read rows"))?;
     let key_len = plan.source_key.len();
     let mut values: Vec<PgValue> = Vec::with_capacity(types.len());
+    let mut column_misfits = vec![0u64; types.len()];
     while let Some(row) = cursor.next().map_err(src_err("read rows"))? {
         values.clear();
         let mut misfits = Vec::new();
@@ -227,6 +230,7 @@ async fn copy_job(
         if !misfits.is_empty() {
             let key = row_key(row, key_len).map_err(src_err("read the row key"))?;
             for (i, v, reason) in misfits {
+                column_misfits[i] += 1;
                 quarantined.push(quarantine_value(plan, i, &key, v, reason));
             }
             skipped += 1;
@@ -284,6 +288,7 @@ async fn copy_job(
         quarantined: skipped,
         bytes,
         seconds: started.elapsed().as_secs_f64(),
+        misfits: column_misfits,
     })
 }
 

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::source::introspect::{read_schema, Schema, Table};
 use crate::source::order::migration_order;
-use crate::source::profile::profile_table;
+use crate::source::profile::{declared_profile, is_overridden, profile_table};
 use crate::target::ddl::{create_table, qualified};
 use crate::target::state::{
     ensure_state, finish_load, ranges_done, start_table, table_state, TableStatus,
@@ -77,20 +77,16 @@ pub fn run_snapshot(
     if opts.capture {
         install_capture(config, opts)?;
     }
-    let source = SnapshotSource::prepare(config, opts.fresh, opts.capture)?;
+    let mut source = SnapshotSource::prepare(config, opts.fresh, opts.capture)?;
     let conn = copy::open_snapshot(&source.file)?;
     let schema = read_schema(&conn, &source.file)?;
     let tables = select_tables(&schema, opts.tables.as_deref())?;
-    let mut plans = plan_tables(config, opts, &source, &tables)?;
+    let mut plans = declared_plans(config, opts, &source, &conn, &tables)?;
     check_table_names(&plans)?;
     let runtime = runtime()?;
     let mut client = runtime.block_on(target.connect())?;
     runtime.block_on(prepare_target(
-        &client,
-        config,
-        opts,
-        &mut plans,
-        &source.fingerprint,
+        &client, config, opts, &conn, &source, &tables, &mut plans,
     ))?;
     let jobs = runtime.block_on(build_jobs(
         &client,
@@ -106,18 +102,6 @@ pub fn run_snapshot(
             .map(|p| (p.source.clone(), p.rows, Arc::new(AtomicU64::new(0))))
             .collect(),
     };
-    let jobs: Vec<CopyJob> = jobs
-        .into_iter()
-        .map(|mut j| {
-            j.progress = progress
-                .tables
-                .iter()
-                .find(|t| t.0 == j.plan.source)
-                .map(|t| t.2.clone())
-                .unwrap_or_default();
-            j
-        })
-        .collect();
     let settings = CopySettings {
         snapshot_file: source.file.clone(),
         target: target.clone(),
@@ -128,10 +112,21 @@ pub fn run_snapshot(
     let done = std::sync::atomic::AtomicBool::new(false);
     let outcomes = std::thread::scope(|s| {
         s.spawn(|| watch(&progress, &done));
-        let result = run_jobs(&settings, jobs, opts.jobs);
+        let result = run_jobs(&settings, progress.attach(jobs), opts.jobs).and_then(|outcomes| {
+            let load = Load {
+                runtime: &runtime,
+                client: &client,
+                conn: &conn,
+                source: &source,
+                settings: &settings,
+                progress: &progress,
+            };
+            confirm_plans(&load, config, opts, &tables, &mut plans, outcomes)
+        });
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         result
     })?;
+    source.verified()?;
     let load_seconds = started.elapsed().as_secs_f64();
     for p in &plans {
         runtime.block_on(finish_load(&client, &config.schema, &p.target))?;
@@ -166,66 +161,176 @@ pub fn run_snapshot(
     Ok(report)
 }
 
-/// Profiles and plans every table, `--jobs` tables at a time (each worker with its own read-only
-/// connection to the snapshot file); plans come back in table order.
-fn plan_tables(
+/// Plans every table from its declared types (the config's overrides first), without reading
+/// a value: the copy converts every value anyway, so it is the copy that confirms the plan
+/// ([`confirm_plans`]). Row counts come from `count(*)`.
+fn declared_plans(
     config: &Config,
     opts: &SnapshotOptions,
     source: &SnapshotSource,
+    conn: &rusqlite::Connection,
     tables: &[Table],
 ) -> Result<Vec<TablePlan>> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let slots: Vec<std::sync::Mutex<Option<Result<TablePlan>>>> =
-        tables.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    std::thread::scope(|s| -> Result<()> {
-        let workers: Vec<_> = (0..opts.jobs.clamp(1, tables.len().max(1)))
-            .map(|_| {
-                s.spawn(|| -> Result<()> {
-                    let conn = copy::open_snapshot(&source.file)?;
-                    while let Some(table) =
-                        tables.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                    {
-                        let i = tables
-                            .iter()
-                            .position(|t| std::ptr::eq(t, table))
-                            .expect("a table of the slice");
-                        let planned = profile_table(
-                            &conn,
-                            &source.file,
-                            table,
-                            &config.columns,
-                            config.convert,
-                        )
-                        .and_then(|profile| {
-                            plan_table(
-                                table,
-                                &profile,
-                                opts.keep_case,
-                                opts.allow_rowid_key,
-                                config.convert,
-                            )
-                        });
-                        *slots[i].lock().expect("not poisoned") = Some(planned);
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .try_for_each(|w| w.join().expect("a profile worker panicked"))
-    })?;
-    slots
-        .into_iter()
-        .map(|slot| {
-            slot.into_inner().expect("not poisoned").unwrap_or_else(|| {
-                Err(Error::Data {
-                    table: "(profile)".into(),
-                    reason: "a profile worker stopped early".into(),
-                })
-            })
+    tables
+        .iter()
+        .map(|table| {
+            let rows = crate::source::introspect::row_count(conn, &table.name).map_err(|e| {
+                Error::Source {
+                    op: "count rows",
+                    path: source.file.clone(),
+                    table: Some(table.name.clone()),
+                    source: e,
+                }
+            })?;
+            let profile = declared_profile(table, &config.columns, rows);
+            plan_table(
+                table,
+                &profile,
+                opts.keep_case,
+                opts.allow_rowid_key,
+                config.convert,
+            )
         })
         .collect()
+}
+
+/// The plan of a table from the profile of its stored values (the ladder's first type every
+/// value fits), as `check` shows it.
+fn profiled_plan(
+    config: &Config,
+    opts: &SnapshotOptions,
+    source: &SnapshotSource,
+    conn: &rusqlite::Connection,
+    table: &Table,
+) -> Result<TablePlan> {
+    let profile = profile_table(conn, &source.file, table, &config.columns, config.convert)?;
+    plan_table(
+        table,
+        &profile,
+        opts.keep_case,
+        opts.allow_rowid_key,
+        config.convert,
+    )
+}
+
+/// What a copy needs besides the plans.
+struct Load<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    client: &'a Client,
+    conn: &'a rusqlite::Connection,
+    source: &'a SnapshotSource,
+    settings: &'a CopySettings,
+    progress: &'a LoadProgress,
+}
+
+/// After the copy: a table where some value did not fit a type assumed from its declaration is
+/// profiled for real. When that profile plans other types (the column widens, nothing is lost),
+/// the table is created again and copied again with them; when it plans the same types (no
+/// faithful type fits every value), the misfits stay quarantined, exactly as the profile says.
+/// Clean tables — nearly all — are read once. Returns the outcomes of the final copies.
+fn confirm_plans(
+    load: &Load<'_>,
+    config: &Config,
+    opts: &SnapshotOptions,
+    tables: &[Table],
+    plans: &mut [TablePlan],
+    mut outcomes: Vec<copy::CopyOutcome>,
+) -> Result<Vec<copy::CopyOutcome>> {
+    for (table, plan) in tables.iter().zip(plans.iter_mut()) {
+        let may_widen: Vec<bool> =
+            std::iter::repeat_n(false, usize::from(plan.rowid_fallback))
+                .chain(plan.copied().map(|c| {
+                    !c.identity && !is_overridden(&config.columns, &plan.source, &c.source)
+                }))
+                .collect();
+        let misfit = outcomes.iter().filter(|o| o.table == plan.source).any(|o| {
+            o.misfits
+                .iter()
+                .zip(&may_widen)
+                .any(|(&n, &widen)| n > 0 && widen)
+        });
+        if !misfit {
+            continue;
+        }
+        let mut full = profiled_plan(config, opts, load.source, load.conn, table)?;
+        if same_types(&full, plan) {
+            continue;
+        }
+        tracing::warn!(table = %plan.source, "some values do not fit the declared types: the table is created again with the widened types and copied again");
+        let schema = &config.schema;
+        load.runtime.block_on(async {
+            create(load.client, schema, &mut full).await?;
+            start_table(
+                load.client,
+                schema,
+                &full.target,
+                &full.source,
+                &load.source.fingerprint,
+            )
+            .await
+        })?;
+        let jobs = load.runtime.block_on(build_jobs(
+            load.client,
+            load.conn,
+            load.source,
+            schema,
+            std::slice::from_ref(&full),
+            opts.range_rows,
+        ))?;
+        if let Some(t) = load.progress.tables.iter().find(|t| t.0 == full.source) {
+            t.2.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        outcomes.retain(|o| o.table != full.source);
+        outcomes.extend(run_jobs(
+            load.settings,
+            load.progress.attach(jobs),
+            opts.jobs,
+        )?);
+        *plan = full;
+    }
+    Ok(outcomes)
+}
+
+/// True when two plans of one table give every column the same type.
+fn same_types(a: &TablePlan, b: &TablePlan) -> bool {
+    a.columns.len() == b.columns.len()
+        && a.columns.iter().zip(&b.columns).all(|(x, y)| x.ty == y.ty)
+}
+
+/// True when the target table holds every planned column with its planned type.
+async fn matches_target(
+    client: &Client,
+    schema: &str,
+    table: &Table,
+    plan: &TablePlan,
+    keep_case: bool,
+) -> Result<bool> {
+    let Some(map) = crate::target::mapping::map_table(client, schema, table, keep_case).await?
+    else {
+        return Ok(false);
+    };
+    Ok(plan.columns.iter().all(|c| {
+        map.columns
+            .iter()
+            .any(|m| m.target == c.target && m.ty == c.ty)
+    }))
+}
+
+impl LoadProgress {
+    /// Gives each job its table's counter.
+    fn attach(&self, jobs: Vec<CopyJob>) -> Vec<CopyJob> {
+        jobs.into_iter()
+            .map(|mut j| {
+                j.progress = self
+                    .tables
+                    .iter()
+                    .find(|t| t.0 == j.plan.source)
+                    .map(|t| t.2.clone())
+                    .unwrap_or_default();
+                j
+            })
+            .collect()
+    }
 }
 
 /// Installs change capture on the selected tables of the live source, before the snapshot's
@@ -328,13 +433,19 @@ fn select_tables(schema: &Schema, names: Option<&[String]>) -> Result<Vec<Table>
 
 /// Creates the state schema and every target table that is not already loading from this same
 /// source snapshot; refuses tables sqlite2pg did not create unless `--drop-existing`.
+/// A table this same source snapshot already created is kept (its loaded ranges too) when it
+/// holds the planned types; when it does not (an earlier run widened it after values did not fit
+/// their declared types), the table is planned from its values, which gives those types again.
 async fn prepare_target(
     client: &Client,
     config: &Config,
     opts: &SnapshotOptions,
+    conn: &rusqlite::Connection,
+    source: &SnapshotSource,
+    tables: &[Table],
     plans: &mut [TablePlan],
-    fingerprint: &str,
 ) -> Result<()> {
+    let fingerprint = &source.fingerprint;
     ensure_state(client).await?;
     let schema = &config.schema;
     let err = |op, table: &str| {
@@ -348,7 +459,7 @@ async fn prepare_target(
         ))
         .await
         .map_err(err("create the target schema", schema))?;
-    for plan in plans.iter_mut() {
+    for (table, plan) in tables.iter().zip(plans.iter_mut()) {
         let exists: bool = client
             .query_one(TARGET_TABLE_EXISTS, &[schema, &plan.target])
             .await
@@ -356,7 +467,15 @@ async fn prepare_target(
             .get(0);
         let ours = table_state(client, schema, &plan.target).await?;
         match (exists, &ours) {
-            (true, Some((fp, _))) if fp == fingerprint => continue,
+            (true, Some((fp, _))) if fp == fingerprint => {
+                if matches_target(client, schema, table, plan, opts.keep_case).await? {
+                    continue;
+                }
+                *plan = profiled_plan(config, opts, source, conn, table)?;
+                if matches_target(client, schema, table, plan, opts.keep_case).await? {
+                    continue;
+                }
+            }
             (true, None) if !opts.drop_existing => {
                 return Err(Error::Config {
                     field: "--schema".into(),

@@ -1,6 +1,6 @@
 //! After the load: per table, in one transaction, the primary key, unique constraints, indexes,
-//! CHECK constraints and the identity restart; then foreign keys (added NOT VALID and validated,
-//! so violations are reported by key instead of failing the run); then views; then ANALYZE.
+//! CHECK constraints and the identity restart, then ANALYZE; then foreign keys (added NOT VALID
+//! and validated, so violations are reported by key instead of failing the run); then views.
 //! Each fallible statement runs under a savepoint: what PostgreSQL refuses becomes a note in the
 //! report with PostgreSQL's own error, and the rest goes on. A table's status moves forward only
 //! when its transaction commits, so a re-run redoes exactly the unfinished steps.
@@ -60,7 +60,9 @@ fn pg_err(op: &'static str, table: &str) -> impl FnOnce(tokio_postgres::Error) -
 }
 
 /// Everything after the load. Keys and indexes of different tables are built on two
-/// connections at once (index builds are the longest step and PostgreSQL runs them per table).
+/// connections at once (index builds are the longest step and PostgreSQL runs them per table),
+/// each table analysed as soon as its indexes exist; then foreign keys are added NOT VALID in one
+/// short transaction and validated table by table, again on both connections.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: &mut Client,
@@ -77,42 +79,55 @@ pub async fn run(
         index_tables(client, conn, file, config, opts, schema, &a),
         index_tables(second, conn, file, config, opts, schema, &b)
     );
-    let mut out = first?;
-    let other = other?;
-    out.notes.extend(other.notes);
-    out.indexes_created += other.indexes_created;
+    let (mut out, mut analyzed) = first?;
+    let (other, other_analyzed) = other?;
+    out.merge(other);
+    analyzed.extend(other_analyzed);
+    let mut pending = Vec::new();
     for plan in plans {
-        let table = schema
-            .table(&plan.source)
-            .expect("plans come from the schema");
         if status(client, config, plan).await? == Some(TableStatus::Indexed) {
-            let mut tx = client
-                .transaction()
-                .await
-                .map_err(pg_err("begin adding foreign keys", &plan.source))?;
-            foreign_keys(&mut tx, config, opts, table, plan, plans, &mut out).await?;
-            set_status(&tx, &config.schema, &plan.target, TableStatus::Done).await?;
-            tx.commit()
-                .await
-                .map_err(pg_err("commit foreign keys", &plan.source))?;
+            pending.push(plan);
         }
     }
+    let checks = add_foreign_keys(client, config, opts, schema, &pending, plans, &mut out).await?;
+    let next = std::cell::Cell::new(0usize);
+    let (first, other) = tokio::join!(
+        validate_tables(client, config, opts, &checks, &next),
+        validate_tables(second, config, opts, &checks, &next)
+    );
+    out.merge(first?);
+    out.merge(other?);
+    out.fk_violations
+        .sort_by_key(|v| plans.iter().position(|p| p.source == v.table));
     let mut tx = client
         .transaction()
         .await
         .map_err(pg_err("begin creating views", "views"))?;
     views(&mut tx, config, opts, schema, &mut out).await?;
     tx.commit().await.map_err(pg_err("commit views", "views"))?;
-    for plan in plans {
-        client
-            .batch_execute(&format!(
-                "ANALYZE {}",
-                qualified(&config.schema, &plan.target)
-            ))
-            .await
-            .map_err(pg_err("ANALYZE", &plan.source))?;
+    for plan in plans.iter().filter(|p| !analyzed.contains(&p.target)) {
+        analyze(client, config, plan).await?;
     }
     Ok(out)
+}
+
+impl PostLoad {
+    fn merge(&mut self, other: PostLoad) {
+        self.notes.extend(other.notes);
+        self.fk_violations.extend(other.fk_violations);
+        self.indexes_created += other.indexes_created;
+        self.views_created.extend(other.views_created);
+    }
+}
+
+async fn analyze(client: &Client, config: &Config, plan: &TablePlan) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "ANALYZE {}",
+            qualified(&config.schema, &plan.target)
+        ))
+        .await
+        .map_err(pg_err("ANALYZE", &plan.source))
 }
 
 /// Two groups of about equal row counts (largest first, each to the lighter group).
@@ -132,7 +147,9 @@ fn split_by_rows(plans: &[TablePlan]) -> (Vec<&TablePlan>, Vec<&TablePlan>) {
     (a, b)
 }
 
-/// Keys, indexes, CHECKs, defaults and identities of `plans`, each table in one transaction.
+/// Keys, indexes, CHECKs, defaults and identities of `plans`, each table in one transaction,
+/// then ANALYZE (statistics also give the foreign-key validation a good plan). Returns the
+/// target names of the tables it analysed.
 async fn index_tables(
     client: &mut Client,
     conn: &Connection,
@@ -141,8 +158,9 @@ async fn index_tables(
     opts: &SnapshotOptions,
     schema: &Schema,
     plans: &[&TablePlan],
-) -> Result<PostLoad> {
+) -> Result<(PostLoad, Vec<String>)> {
     let mut out = PostLoad::default();
+    let mut analyzed = Vec::new();
     for plan in plans {
         let table = schema
             .table(&plan.source)
@@ -157,9 +175,11 @@ async fn index_tables(
             tx.commit()
                 .await
                 .map_err(pg_err("commit post-load", &plan.source))?;
+            analyze(client, config, plan).await?;
+            analyzed.push(plan.target.clone());
         }
     }
-    Ok(out)
+    Ok((out, analyzed))
 }
 
 async fn status(client: &Client, config: &Config, plan: &TablePlan) -> Result<Option<TableStatus>> {
@@ -458,61 +478,137 @@ async fn restart_identities(
         .map_err(pg_err("set the identity", &plan.source))
 }
 
-/// Foreign keys: added NOT VALID (deferrable), then validated; violations are listed by key.
-async fn foreign_keys(
-    tx: &mut Transaction<'_>,
+/// A foreign key that exists (NOT VALID) and waits for validation.
+struct FkCheck<'a> {
+    fk: &'a crate::source::introspect::ForeignKey,
+    name: String,
+    parent: &'a TablePlan,
+}
+
+/// Adds the foreign keys of `tables` NOT VALID (deferrable) in one transaction: adding takes
+/// locks on child and parent that would make two connections wait on each other, but it reads
+/// no rows. A key left by an interrupted run is kept. Returns, per table, the keys to validate.
+#[allow(clippy::too_many_arguments)]
+async fn add_foreign_keys<'a>(
+    client: &mut Client,
     config: &Config,
     opts: &SnapshotOptions,
-    table: &Table,
-    plan: &TablePlan,
-    plans: &[TablePlan],
+    schema: &'a Schema,
+    tables: &[&'a TablePlan],
+    plans: &'a [TablePlan],
     out: &mut PostLoad,
-) -> Result<()> {
-    let schema = &config.schema;
-    for (i, fk) in table.foreign_keys.iter().enumerate() {
-        let Some(parent) = plans
-            .iter()
-            .find(|p| p.source.eq_ignore_ascii_case(&fk.parent_table))
-        else {
-            continue;
-        };
-        let sql = add_foreign_key(schema, plan, i, fk, parent, opts.keep_case);
-        let what = format!("foreign key to {:?}", fk.parent_table);
-        if !attempt(tx, &sql, &plan.source, &what, out).await? {
-            continue;
-        }
-        let name = fk_name(plan, i);
-        let validate = format!(
-            "ALTER TABLE {} VALIDATE CONSTRAINT {}",
-            qualified(schema, &plan.target),
-            quote_pg(&name)
-        );
-        let sp = tx
-            .savepoint("sqlite2pg_fk")
+) -> Result<Vec<(&'a TablePlan, Vec<FkCheck<'a>>)>> {
+    let mut tx = client
+        .transaction()
+        .await
+        .map_err(pg_err("begin adding foreign keys", "foreign keys"))?;
+    let mut checks = Vec::new();
+    for &plan in tables {
+        let table = schema
+            .table(&plan.source)
+            .expect("plans come from the schema");
+        let existing: Vec<String> = tx
+            .query(
+                "SELECT conname::text FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'f'",
+                &[&qualified(&config.schema, &plan.target)],
+            )
             .await
-            .map_err(pg_err("open a savepoint", &plan.source))?;
-        match sp.batch_execute(&validate).await {
-            Ok(()) => sp
-                .commit()
+            .map_err(pg_err("look for foreign keys", &plan.source))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut table_checks = Vec::new();
+        for (i, fk) in table.foreign_keys.iter().enumerate() {
+            let Some(parent) = plans
+                .iter()
+                .find(|p| p.source.eq_ignore_ascii_case(&fk.parent_table))
+            else {
+                continue;
+            };
+            let name = fk_name(plan, i);
+            if !existing.contains(&name) {
+                let sql = add_foreign_key(&config.schema, plan, i, fk, parent, opts.keep_case);
+                let what = format!("foreign key to {:?}", fk.parent_table);
+                if !attempt(&mut tx, &sql, &plan.source, &what, out).await? {
+                    continue;
+                }
+            }
+            table_checks.push(FkCheck { fk, name, parent });
+        }
+        checks.push((plan, table_checks));
+    }
+    tx.commit()
+        .await
+        .map_err(pg_err("commit foreign keys", "foreign keys"))?;
+    checks.sort_by_key(|(p, _)| std::cmp::Reverse(p.rows));
+    Ok(checks)
+}
+
+/// Validates the foreign keys of the tables in `checks`, taking the next table from `next` until
+/// none is left (two of these run at once: validation locks only its own table against other
+/// validations). Violations are listed by key; each table becomes `done` with its keys.
+async fn validate_tables(
+    client: &mut Client,
+    config: &Config,
+    opts: &SnapshotOptions,
+    checks: &[(&TablePlan, Vec<FkCheck<'_>>)],
+    next: &std::cell::Cell<usize>,
+) -> Result<PostLoad> {
+    let mut out = PostLoad::default();
+    let schema = &config.schema;
+    loop {
+        let i = next.get();
+        let Some((plan, fks)) = checks.get(i) else {
+            return Ok(out);
+        };
+        next.set(i + 1);
+        let mut tx = client
+            .transaction()
+            .await
+            .map_err(pg_err("begin validating foreign keys", &plan.source))?;
+        for check in fks {
+            let validate = format!(
+                "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+                qualified(schema, &plan.target),
+                quote_pg(&check.name)
+            );
+            let sp = tx
+                .savepoint("sqlite2pg_fk")
                 .await
-                .map_err(pg_err("release a savepoint", &plan.source))?,
-            Err(_) => {
-                sp.rollback()
+                .map_err(pg_err("open a savepoint", &plan.source))?;
+            match sp.batch_execute(&validate).await {
+                Ok(()) => sp
+                    .commit()
                     .await
-                    .map_err(pg_err("roll back a savepoint", &plan.source))?;
-                let (count, keys) =
-                    fk_violations(tx, schema, plan, fk, parent, opts.keep_case).await?;
-                out.fk_violations.push(FkViolation {
-                    table: plan.source.clone(),
-                    constraint: name,
-                    parent: parent.source.clone(),
-                    keys,
-                    count,
-                });
+                    .map_err(pg_err("release a savepoint", &plan.source))?,
+                Err(_) => {
+                    sp.rollback()
+                        .await
+                        .map_err(pg_err("roll back a savepoint", &plan.source))?;
+                    let (count, keys) = fk_violations(
+                        &mut tx,
+                        schema,
+                        plan,
+                        check.fk,
+                        check.parent,
+                        opts.keep_case,
+                    )
+                    .await?;
+                    out.fk_violations.push(FkViolation {
+                        table: plan.source.clone(),
+                        constraint: check.name.clone(),
+                        parent: check.parent.source.clone(),
+                        keys,
+                        count,
+                    });
+                }
             }
         }
+        set_status(&tx, schema, &plan.target, TableStatus::Done).await?;
+        tx.commit()
+            .await
+            .map_err(pg_err("commit foreign keys", &plan.source))?;
     }
-    Ok(())
 }
 
 async fn fk_violations(

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::SnapshotReport;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::source::backup::{verified_backup_at, BackupOptions};
+use crate::source::backup::{hash_file, take_backup, verify_backup, BackupReport, TakenBackup};
 use crate::source::open_read_only;
 
 const STATE_FILE: &str = "snapshot.json";
@@ -34,6 +34,10 @@ pub struct SnapshotRecord {
     /// The highest change sequence the snapshot includes (S): sync applies exactly the changes
     /// after it. `null` when the snapshot ran without change capture.
     pub change_seq: Option<i64>,
+    /// True once the backup passed `quick_check` (the check runs while the copy reads it; a run
+    /// resumed from an unverified backup checks it again).
+    #[serde(default)]
+    pub verified: bool,
 }
 
 /// Reads `snapshot.json` from a state directory (`None` when no snapshot ran there).
@@ -42,12 +46,14 @@ pub fn read_snapshot_record(state_dir: &Path) -> Result<Option<SnapshotRecord>> 
 }
 
 /// The consistent source the copy reads.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SnapshotSource {
     pub file: PathBuf,
     pub fingerprint: String,
     state_dir: PathBuf,
     record: SnapshotRecord,
+    /// The backup's verification, running beside the copy until [`SnapshotSource::verified`].
+    verification: Option<std::thread::JoinHandle<Result<BackupReport>>>,
 }
 
 impl SnapshotSource {
@@ -61,34 +67,66 @@ impl SnapshotSource {
             read_record(&path)?.filter(|r| !fresh && r.status == "running" && r.backup.exists())
         {
             tracing::info!(backup = %record.backup.display(), "resuming the unfinished snapshot from its backup");
+            let verification = (!record.verified).then(|| {
+                let taken = TakenBackup::existing(&record.backup, record.change_seq);
+                let hash = (
+                    std::fs::metadata(&record.backup).map_or(0, |m| m.len()),
+                    record.blake3.clone(),
+                );
+                std::thread::spawn(move || verify_backup(&taken, true, hash))
+            });
             return Ok(SnapshotSource {
                 file: record.backup.clone(),
                 fingerprint: record.blake3.clone(),
                 state_dir,
                 record,
+                verification,
             });
         }
         let source_path = config.require_source()?;
         let conn = open_read_only(source_path)?;
-        let opts = BackupOptions {
-            position_sql: capture.then_some(CHANGE_POSITION),
-            quick_check: true,
-        };
-        let backup = verified_backup_at(&conn, source_path, &state_dir, &opts)?;
+        let position_sql = capture.then_some(CHANGE_POSITION);
+        let taken = take_backup(&conn, source_path, &state_dir, position_sql)?;
+        drop(conn);
+        let (bytes, blake3) = hash_file(&taken.path)?;
         let record = SnapshotRecord {
-            backup: backup.path.clone(),
-            blake3: backup.blake3.clone(),
+            backup: taken.path.clone(),
+            blake3: blake3.clone(),
             started_at: chrono::Utc::now().to_rfc3339(),
             status: "running".into(),
-            change_seq: backup.position,
+            change_seq: taken.position,
+            verified: false,
         };
         write_json(&path, &record)?;
+        let file = taken.path.clone();
+        let hash = (bytes, blake3.clone());
+        let verification = std::thread::Builder::new()
+            .name("verify-backup".into())
+            .spawn(move || verify_backup(&taken, true, hash))
+            .map_err(|source| Error::Io {
+                op: "start the backup verification for",
+                path: file.clone(),
+                source,
+            })?;
         Ok(SnapshotSource {
-            file: backup.path,
-            fingerprint: backup.blake3,
+            file,
+            fingerprint: blake3,
             state_dir,
             record,
+            verification: Some(verification),
         })
+    }
+
+    /// Waits for the backup's verification (it runs while the copy reads the backup) and
+    /// records it; a corrupt backup fails the run here, before any table is declared loaded.
+    pub fn verified(&mut self) -> Result<()> {
+        let Some(handle) = self.verification.take() else {
+            return Ok(());
+        };
+        let report = handle.join().expect("the backup verification panicked")?;
+        tracing::info!(backup = %report.path.display(), integrity = %report.integrity, "backup verified");
+        self.record.verified = true;
+        write_json(&self.state_dir.join(STATE_FILE), &self.record)
     }
 
     /// Records the run as complete and writes the report beside it.

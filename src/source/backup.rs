@@ -62,17 +62,72 @@ pub fn verified_backup_at(
     state_dir: &Path,
     opts: &BackupOptions<'_>,
 ) -> Result<BackupReport> {
+    let taken = take_backup(source, source_path, state_dir, opts.position_sql)?;
+    let hash = hash_file(&taken.path)?;
+    verify_backup(&taken, opts.quick_check, hash)
+}
+
+/// A backup copied but not yet verified.
+#[derive(Debug, Clone)]
+pub struct TakenBackup {
+    pub path: PathBuf,
+    pub manifest: PathBuf,
+    /// The result of `position_sql`, read in the copy's read transaction.
+    pub position: Option<i64>,
+    started: Instant,
+}
+
+impl TakenBackup {
+    /// A backup taken by an earlier run (its manifest beside it).
+    pub fn existing(path: &Path, position: Option<i64>) -> TakenBackup {
+        TakenBackup {
+            path: path.to_path_buf(),
+            manifest: path.with_extension("json"),
+            position,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Copies every page of `source` into a new `state_dir/backup-*.db` in one read transaction,
+/// reading `position_sql` in the same transaction.
+pub fn take_backup(
+    source: &Connection,
+    source_path: &Path,
+    state_dir: &Path,
+    position_sql: Option<&str>,
+) -> Result<TakenBackup> {
     let started = Instant::now();
     let (path, manifest) = free_backup_name(state_dir);
-    let src_err = |op| {
-        let path = source_path.to_path_buf();
-        move |source| Error::Source {
-            op,
-            path,
-            table: None,
-            source,
-        }
-    };
+    let mut dst = Connection::open(&path).map_err(|e| Error::Source {
+        op: "create the backup file",
+        path: path.clone(),
+        table: None,
+        source: e,
+    })?;
+    let position = copy_at_position(source, &mut dst, position_sql).map_err(|e| Error::Source {
+        op: "online backup",
+        path: source_path.to_path_buf(),
+        table: None,
+        source: e,
+    })?;
+    Ok(TakenBackup {
+        path,
+        manifest,
+        position,
+        started,
+    })
+}
+
+/// Checks a taken backup (`quick_check`, or the full `integrity_check`), counts its rows and
+/// writes its manifest; `hash` is [`hash_file`] of it. Uses its own connection, so it can run on
+/// another thread while the backup is being read.
+pub fn verify_backup(
+    taken: &TakenBackup,
+    quick: bool,
+    hash: (u64, String),
+) -> Result<BackupReport> {
+    let path = &taken.path;
     let dst_err = |op| {
         let path = path.clone();
         move |source| Error::Source {
@@ -82,14 +137,14 @@ pub fn verified_backup_at(
             source,
         }
     };
-    let position = {
-        let mut dst = Connection::open(&path).map_err(dst_err("create the backup file"))?;
-        copy_at_position(source, &mut dst, opts.position_sql).map_err(src_err("online backup"))?
-    };
-    let copy = Connection::open(&path).map_err(dst_err("open the backup"))?;
+    let copy = crate::source::open_with(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        "open the backup",
+    )?;
     let integrity: String = copy
         .query_row(
-            if opts.quick_check {
+            if quick {
                 "PRAGMA quick_check"
             } else {
                 "PRAGMA integrity_check"
@@ -104,7 +159,7 @@ pub fn verified_backup_at(
             detail: integrity,
         });
     }
-    let schema = read_schema(&copy, &path)?;
+    let schema = read_schema(&copy, path)?;
     let mut row_counts = BTreeMap::new();
     for table in &schema.tables {
         let n = row_count(&copy, &table.name).map_err(|source| Error::Source {
@@ -116,18 +171,18 @@ pub fn verified_backup_at(
         row_counts.insert(table.name.clone(), n);
     }
     drop(copy);
-    let (bytes, blake3) = hash_file(&path)?;
+    let (bytes, blake3) = hash;
     let report = BackupReport {
-        path,
-        manifest: manifest.clone(),
+        path: path.clone(),
+        manifest: taken.manifest.clone(),
         bytes,
         blake3,
         integrity,
-        position,
+        position: taken.position,
         row_counts,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: taken.started.elapsed().as_secs_f64(),
     };
-    write_manifest(&manifest, &report)?;
+    write_manifest(&taken.manifest, &report)?;
     Ok(report)
 }
 

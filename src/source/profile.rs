@@ -151,6 +151,73 @@ pub fn profile_table(
     })
 }
 
+/// The profile a table would have if every stored value fitted its column's first candidate
+/// (the declared type's, or the config's override), without reading a value. The snapshot plans
+/// with it and lets the copy confirm it: a value that does not fit shows up as a misfit there,
+/// and only then is the table profiled for real (see `snapshot`), so clean tables are read once.
+pub fn declared_profile(table: &Table, overrides: &ColumnOverrides, rows: u64) -> TableProfile {
+    let columns = table
+        .columns
+        .iter()
+        .map(|c| {
+            let (step, overridden) = first_candidate(table, &c.name, &c.declared_type, overrides);
+            ColumnProfile {
+                name: c.name.clone(),
+                declared_type: c.declared_type.clone(),
+                storage: StorageCounts::default(),
+                candidates: vec![StepOutcome {
+                    ty: step.ty.clone(),
+                    misfits: 0,
+                }],
+                planned: step.ty,
+                reason: "assumed from the declared type; the copy confirms every value fits".into(),
+                overridden,
+                declared_misfits: 0,
+                declared_examples: Vec::new(),
+                misfits: 0,
+                examples: Vec::new(),
+            }
+        })
+        .collect();
+    TableProfile {
+        table: table.name.clone(),
+        rows,
+        key_columns: key_columns(table),
+        columns,
+        seconds: 0.0,
+    }
+}
+
+/// True when the config pins the type of `table.column`.
+pub fn is_overridden(overrides: &ColumnOverrides, table: &str, column: &str) -> bool {
+    overrides.contains_key(&format!("{table}.{column}").to_lowercase())
+}
+
+/// A column's first candidate type, and whether the config chose it.
+fn first_candidate(
+    table: &Table,
+    column: &str,
+    declared: &str,
+    overrides: &ColumnOverrides,
+) -> (Step, bool) {
+    match overrides.get(&format!("{}.{}", table.name, column).to_lowercase()) {
+        Some(ty) => (
+            Step {
+                ty: ty.clone(),
+                rule: StepRule::Always,
+            },
+            true,
+        ),
+        None => (
+            ladder(declared)
+                .into_iter()
+                .next()
+                .expect("every ladder has a first step"),
+            false,
+        ),
+    }
+}
+
 /// Two passes: every column against its first candidate (and the `typeof()` counts); then, only
 /// for columns some value did not fit, the remaining candidates. Most columns fit their declared
 /// type, so most tables are read once and each value is converted once.
