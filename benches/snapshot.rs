@@ -74,15 +74,30 @@ fn main() {
     let slow = format!("ALTER SYSTEM SET log_min_duration_statement = {SLOW_STATEMENT_MS}");
     pg.sql("postgres", &slow);
     pg.sql("postgres", "SELECT pg_reload_conf()");
-    let from = pg.server_log_len();
-    let ours = run_ours(&pg, &source, work.path());
-    print_slow_statements(&pg, from, "sqlite2pg");
-    let raw_input = prepare_raw(&pg, &source);
-    let from = pg.server_log_len();
-    let raw = run_raw(&pg, &raw_input);
-    print_slow_statements(&pg, from, "raw COPY FROM");
+    let mut rounds = Vec::new();
+    let mut raw_input = None;
+    for round in 1..=settings.rounds {
+        let from = pg.server_log_len();
+        let ours = run_ours(&pg, &source, work.path(), round);
+        print_slow_statements(&pg, from, "sqlite2pg");
+        let input = raw_input.get_or_insert_with(|| prepare_raw(&pg, &source));
+        let from = pg.server_log_len();
+        let raw = run_raw(&pg, input, round);
+        print_slow_statements(&pg, from, "raw COPY FROM");
+        eprintln!(
+            "round {round}: ours {:.1} s, raw {:.1} s, raw/ours {:.2}",
+            ours.seconds,
+            raw.seconds,
+            raw.seconds / ours.seconds
+        );
+        rounds.push((ours, raw));
+    }
+    // The round with the median ratio is shown; every round's ratio is listed beside it.
+    rounds.sort_by(|a, b| (a.1.seconds / a.0.seconds).total_cmp(&(b.1.seconds / b.0.seconds)));
+    let ratios: Vec<f64> = rounds.iter().map(|(o, r)| r.seconds / o.seconds).collect();
+    let (ours, raw) = rounds.swap_remove(rounds.len() / 2);
     let pgloader = run_pgloaders(&pg, &source, work.path());
-    let section = render(&settings, &pg, &source, &ours, &raw, &pgloader);
+    let section = render(&settings, &pg, &source, &ours, &raw, &ratios, &pgloader);
     println!("\n{section}");
     if settings.record {
         record(&section);
@@ -91,6 +106,8 @@ fn main() {
 
 struct Settings {
     scale: f64,
+    /// sqlite2pg and raw COPY FROM run alternately this many times, each into a fresh database.
+    rounds: usize,
     /// Write the results into BENCHMARKS.md.
     record: bool,
     /// Internal: generate the sample database at this path, print its counts and exit (see
@@ -102,6 +119,7 @@ impl Settings {
     fn from_args() -> Settings {
         let mut settings = Settings {
             scale: 1.0,
+            rounds: 3,
             record: true,
             generate_into: None,
         };
@@ -113,6 +131,11 @@ impl Settings {
                     settings.scale = value.expect("--scale needs a number, e.g. --scale 0.2");
                 }
                 "--no-record" => settings.record = false,
+                "--rounds" => {
+                    let value = args.next().and_then(|v| v.parse().ok());
+                    settings.rounds = value.expect("--rounds needs a count, e.g. --rounds 3");
+                    assert!(settings.rounds >= 1, "--rounds must be at least 1");
+                }
                 "--generate-into" => settings.generate_into = args.next().map(PathBuf::from),
                 // cargo passes --bench; no other harness flag applies to this bench.
                 _ => {}
@@ -369,15 +392,20 @@ impl Measured {
     }
 }
 
-/// Runs `sqlite2pg snapshot --jobs 2` into `ours_db`; panics unless every source row arrived.
-fn run_ours(pg: &Pg, source: &Source, work: &Path) -> Measured {
-    pg.sql("postgres", "CREATE DATABASE ours_db");
+/// Runs `sqlite2pg snapshot --jobs 2` into `ours_db` (`ours_db_<round>` after the first round;
+/// the raw baseline exports `ours_db`); panics unless every source row arrived.
+fn run_ours(pg: &Pg, source: &Source, work: &Path, round: usize) -> Measured {
+    let db = round_db("ours_db", round);
+    pg.sql("postgres", &format!("CREATE DATABASE {db}"));
     pg.checkpoint();
-    let (state, log) = (work.join("state"), work.join("sqlite2pg.log"));
+    let (state, log) = (
+        work.join(format!("state-{round}")),
+        work.join(format!("sqlite2pg-{round}.log")),
+    );
     let mut cmd = Command::new(sqlite2pg_binary());
     cmd.arg("--source")
         .arg(&source.path)
-        .args(["--target", &pg.url("ours_db")])
+        .args(["--target", &pg.url(&db)])
         .arg("--state-dir")
         .arg(&state)
         .args(["-v", "--log-format", "json", "snapshot"])
@@ -400,7 +428,7 @@ fn run_ours(pg: &Pg, source: &Source, work: &Path) -> Measured {
         status.success() || status.code() == Some(3),
         "sqlite2pg snapshot failed ({status}); its log:\n{log_text}"
     );
-    let counts = pg.counts("ours_db", source);
+    let counts = pg.counts(&db, source);
     assert_counts_match(&counts);
     Measured {
         seconds,
@@ -485,9 +513,9 @@ fn status_text(status: ExitStatus) -> String {
     }
 }
 
-/// Our snapshot's phases, from the state files and the JSON log: the verified backup (copy, then
-/// integrity check and blake3), profile and DDL until the first COPY starts, the COPY, then keys,
-/// indexes, foreign keys and ANALYZE. Boundaries are ±a few ms (process start, log timestamps).
+/// Our snapshot's phases, from the state files and the JSON log: the backup (copy, then blake3),
+/// planning and DDL until the first COPY starts, the COPY (with the backup's quick_check on its
+/// own thread, joined at the end), then keys, indexes, ANALYZE, foreign keys and views. Boundaries are ±a few ms (process start, log timestamps).
 fn ours_phases(state: &Path, log: &str, t0: SystemTime, wall: f64) -> Vec<(&'static str, f64)> {
     let since_t0 = |t: SystemTime| t.duration_since(t0).map_or(0.0, |d| d.as_secs_f64());
     let record = read_json(&state.join("snapshot.json"));
@@ -507,13 +535,13 @@ fn ours_phases(state: &Path, log: &str, t0: SystemTime, wall: f64) -> Vec<(&'sta
         .as_f64()
         .expect("report has total_seconds");
     vec![
-        ("verified backup: backup API copy", written),
+        ("backup: backup API copy", written),
+        ("backup: blake3", verified - written),
+        ("plan + schema + DDL", copy_start - verified),
         (
-            "verified backup: integrity_check + blake3",
-            verified - written,
+            "COPY BINARY (2 workers; the backup's quick_check beside it)",
+            load - copy_start,
         ),
-        ("profile + schema + DDL", copy_start - verified),
-        ("COPY BINARY (2 workers)", load - copy_start),
         ("keys, indexes, FKs, views, ANALYZE", total - load),
         ("process start and exit", wall - total),
     ]
@@ -659,23 +687,24 @@ fn write_copy_scripts(dir: &Path, mut chunks: Vec<Chunk>) -> Vec<PathBuf> {
 }
 
 /// Timed: pre-data, parallel COPY FROM, post-data, ANALYZE into a fresh `raw_db`.
-fn run_raw(pg: &Pg, input: &RawInput) -> Measured {
-    pg.sql("postgres", "CREATE DATABASE raw_db");
+fn run_raw(pg: &Pg, input: &RawInput, round: usize) -> Measured {
+    let db = round_db("raw_db", round);
+    pg.sql("postgres", &format!("CREATE DATABASE {db}"));
     pg.checkpoint();
     eprintln!("running raw COPY FROM with {JOBS} connections");
     let started = Instant::now();
-    let pre = timed(|| pg.run_script("raw_db", &input.pre_data));
+    let pre = timed(|| pg.run_script(&db, &input.pre_data));
     let copy = timed(|| {
         let children: Vec<Child> = input
             .scripts
             .iter()
-            .map(|s| pg.spawn_script("raw_db", s))
+            .map(|s| pg.spawn_script(&db, s))
             .collect();
         children.into_iter().for_each(|c| finish(c, "COPY FROM"));
     });
-    let post = timed(|| pg.run_script("raw_db", &input.post_data));
+    let post = timed(|| pg.run_script(&db, &input.post_data));
     let analyze_sql = format!("ANALYZE {}", input.tables.join(", "));
-    let analyze = timed(|| drop(pg.sql("raw_db", &analyze_sql)));
+    let analyze = timed(|| drop(pg.sql(&db, &analyze_sql)));
     Measured {
         seconds: started.elapsed().as_secs_f64(),
         status: "0".into(),
@@ -688,6 +717,14 @@ fn run_raw(pg: &Pg, input: &RawInput) -> Measured {
         ],
         peak_rss_kib: None,
         errors: Vec::new(),
+    }
+}
+
+/// `base` in the first round, `base_<round>` after it.
+fn round_db(base: &str, round: usize) -> String {
+    match round {
+        1 => base.to_string(),
+        n => format!("{base}_{n}"),
     }
 }
 
@@ -808,6 +845,7 @@ fn render(
     source: &Source,
     ours: &Measured,
     raw: &Measured,
+    round_ratios: &[f64],
     pgloader: &[(PgloaderRun, Measured)],
 ) -> String {
     let mut out = format!(
@@ -820,7 +858,7 @@ fn render(
         pg.sql("postgres", "SHOW server_version").trim(),
     );
     out.push_str(&results_table(source, ours, raw, pgloader));
-    out.push_str(&ratios(source, ours, raw, pgloader));
+    out.push_str(&ratios(source, ours, raw, round_ratios, pgloader));
     out.push_str(&phases_table(ours, raw));
     for (run, m) in pgloader.iter().filter(|(_, m)| !m.counts_match()) {
         out.push_str(&pgloader_counts(*run, m));
@@ -885,13 +923,17 @@ fn ratios(
     source: &Source,
     ours: &Measured,
     raw: &Measured,
+    round_ratios: &[f64],
     pgloader: &[(PgloaderRun, Measured)],
 ) -> String {
     let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
     let vs_raw = raw.seconds / ours.seconds;
+    let listed: Vec<String> = round_ratios.iter().map(|r| format!("{r:.2}")).collect();
     let mut out = format!(
-        "- vs raw COPY FROM, throughput (raw s / ours s): **{vs_raw:.2}** — target ≥ \
-         {TARGET_VS_RAW}: {}\n",
+        "- vs raw COPY FROM, throughput (raw s / ours s): **{vs_raw:.2}** (median of {} \
+         alternating rounds: {}) — target ≥ {TARGET_VS_RAW}: {}\n",
+        round_ratios.len(),
+        listed.join(", "),
         verdict(vs_raw >= TARGET_VS_RAW)
     );
     for (run, m) in pgloader {
@@ -957,7 +999,10 @@ fn method_note(has_pgloader: bool) -> String {
          by the server (`COPY t FROM 'file'`, tables over {DEFAULT_RANGE_ROWS} rows in chunks of \
          that size) over {JOBS} connections, then `pg_dump --section=post-data` (keys, indexes, \
          foreign keys) and ANALYZE on one connection. Every database is created before its clock \
-         starts, after a CHECKPOINT. MB = 10^6 bytes; MB/s = SQLite file size / seconds.\n"
+         starts, after a CHECKPOINT. sqlite2pg and raw COPY FROM run alternately (`--rounds`, \
+         default 3), so a burst of load from other work on this shared machine hits both; the \
+         round with the median ratio is shown. MB = 10^6 bytes; MB/s = SQLite file size / \
+         seconds.\n"
     );
     if has_pgloader {
         out.push_str(

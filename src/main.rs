@@ -7,6 +7,11 @@ use tracing_subscriber::EnvFilter;
 use sqlite2pg::cli::{run, Cli};
 use sqlite2pg::config::LogFormat;
 
+/// mimalloc instead of glibc malloc: the diff's and the copy's reader threads allocate rows that
+/// other threads free, which glibc serves with a contended arena lock.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     init_logging(

@@ -123,19 +123,39 @@ pub fn encode_canonical(out: &mut Vec<u8>, v: &PgValue) {
 /// blake3 (`new_derive_key(HASH_VERSION)`) over: domain byte `R`, number of key values, key
 /// values canonical, number of columns, columns canonical (target order).
 pub fn row_hash(key: &[PgValue], columns: &[PgValue]) -> [u8; 32] {
-    let mut buf = Vec::with_capacity(ROW_CAPACITY);
-    buf.push(DOMAIN_ROW);
-    encode_values(&mut buf, key);
-    encode_values(&mut buf, columns);
-    hash(&buf)
+    with_buffer(|buf| {
+        buf.push(DOMAIN_ROW);
+        encode_values(buf, key);
+        encode_values(buf, columns);
+        hash(buf)
+    })
 }
 
 /// Hash of the key alone (same context, domain byte `K`), for bucketing rows.
 pub fn key_hash(key: &[PgValue]) -> [u8; 32] {
-    let mut buf = Vec::with_capacity(ROW_CAPACITY / 4);
-    buf.push(DOMAIN_KEY);
-    encode_values(&mut buf, key);
-    hash(&buf)
+    with_buffer(|buf| {
+        buf.push(DOMAIN_KEY);
+        encode_values(buf, key);
+        hash(buf)
+    })
+}
+
+/// Runs `f` with this thread's empty encoding buffer: hashing millions of rows allocates nothing
+/// per row. A buffer grown past 1 MiB by a huge row is given back afterwards.
+fn with_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> =
+            std::cell::RefCell::new(Vec::with_capacity(ROW_CAPACITY));
+    }
+    BUFFER.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        buf.clear();
+        let out = f(&mut buf);
+        if buf.capacity() > 1 << 20 {
+            *buf = Vec::with_capacity(ROW_CAPACITY);
+        }
+        out
+    })
 }
 
 fn encode_values(out: &mut Vec<u8>, values: &[PgValue]) {

@@ -134,8 +134,9 @@ pub fn diff_table(
     let (stx, srx) = crossbeam_channel::bounded(CHANNEL_BATCHES);
     let (ttx, trx) = crossbeam_channel::bounded(CHANNEL_BATCHES);
     let mut diff = TableDiff::new(&source.name, &map.target, map.problems.clone());
+    let keys = !quarantined.is_empty();
     let merged = std::thread::scope(|s| {
-        let src = s.spawn(|| read_source(&path, map, scope.range, config.convert, stx));
+        let src = s.spawn(|| read_source(&path, map, scope.range, config.convert, keys, stx));
         let tgt = s.spawn(|| read_target(&url, &config.schema, map, scope.range, ttx));
         let mut sides = (
             Ordered::new(srx, "SQLite", &source.name, scope.sample),

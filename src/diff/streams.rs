@@ -33,7 +33,8 @@ pub struct HashedRow {
     pub values: Vec<PgValue>,
     pub key_hash: [u8; 32],
     pub row_hash: [u8; 32],
-    /// SQLite side only: the key as `sqlite2pg.quarantine.row_key` stores it.
+    /// SQLite side only: the key as `sqlite2pg.quarantine.row_key` stores it (see
+    /// [`read_source`] for when it is built).
     pub key_json: Option<serde_json::Value>,
     /// SQLite side only: why a value does not fit its column (its row should be quarantined).
     pub misfit: Option<String>,
@@ -90,12 +91,15 @@ fn source_sql(map: &TableMap, range: Option<KeyRange>) -> String {
     )
 }
 
-/// Reads the SQLite side in one read transaction and sends hashed batches.
+/// Reads the SQLite side in one read transaction and sends hashed batches. Each row's key as the
+/// quarantine records it (`key_json`) is built only for rows with a misfit, or for every row when
+/// `quarantine_keys` (the table has quarantined rows to recognise).
 pub fn read_source(
     path: &Path,
     map: &TableMap,
     range: Option<KeyRange>,
     opts: ConvertOptions,
+    quarantine_keys: bool,
     out: Sender<Batch>,
 ) -> Result<u64> {
     let conn = crate::snapshot::copy::open_snapshot(path)?;
@@ -110,8 +114,8 @@ pub fn read_source(
     };
     conn.execute_batch("BEGIN")
         .map_err(err("begin the diff read"))?;
-    let count =
-        stream_source(&conn, map, range, opts, &out).map_err(err("read rows for the diff"))?;
+    let count = stream_source(&conn, map, range, opts, quarantine_keys, &out)
+        .map_err(err("read rows for the diff"))?;
     conn.execute_batch("COMMIT")
         .map_err(err("end the diff read"))?;
     Ok(count)
@@ -122,6 +126,7 @@ fn stream_source(
     map: &TableMap,
     range: Option<KeyRange>,
     opts: ConvertOptions,
+    quarantine_keys: bool,
     out: &Sender<Batch>,
 ) -> rusqlite::Result<u64> {
     let mut stmt = conn.prepare(&source_sql(map, range))?;
@@ -144,8 +149,11 @@ fn stream_source(
                 }
             }
         }
-        let key_json = key_json(row, &key_positions)?;
-        batch.push(hashed(map, values, Some(key_json), misfit));
+        let key_json = match quarantine_keys || misfit.is_some() {
+            true => Some(key_json(row, &key_positions)?),
+            false => None,
+        };
+        batch.push(hashed(map, values, key_json, misfit));
         count += 1;
         if batch.len() == BATCH_ROWS
             && out

@@ -26,8 +26,14 @@ const CHANGE_POSITION: &str = "SELECT coalesce(max(seq), 0) FROM _sqlite2pg_chan
 pub struct SnapshotRecord {
     /// The backup file the copy reads.
     pub backup: PathBuf,
-    /// blake3 of that file: the identity of the source state copied.
+    /// blake3 of that file: the identity of the source state copied (empty until the backup's
+    /// verification, which computes it beside the copy, finished).
     pub blake3: String,
+    /// The identity of this snapshot run that the target's `sqlite2pg.snapshot_tables` records:
+    /// a re-run with the same record resumes the tables loaded under it. Records written before
+    /// it existed use their blake3.
+    #[serde(default)]
+    pub run_id: String,
     pub started_at: String,
     /// `running` or `complete`.
     pub status: String,
@@ -49,6 +55,7 @@ pub fn read_snapshot_record(state_dir: &Path) -> Result<Option<SnapshotRecord>> 
 #[derive(Debug)]
 pub struct SnapshotSource {
     pub file: PathBuf,
+    /// The run identity target tables are recorded under (see [`SnapshotRecord::run_id`]).
     pub fingerprint: String,
     state_dir: PathBuf,
     record: SnapshotRecord,
@@ -69,15 +76,15 @@ impl SnapshotSource {
             tracing::info!(backup = %record.backup.display(), "resuming the unfinished snapshot from its backup");
             let verification = (!record.verified).then(|| {
                 let taken = TakenBackup::existing(&record.backup, record.change_seq);
-                let hash = (
-                    std::fs::metadata(&record.backup).map_or(0, |m| m.len()),
-                    record.blake3.clone(),
-                );
-                std::thread::spawn(move || verify_backup(&taken, true, hash))
+                std::thread::spawn(move || verify(&taken))
             });
+            let fingerprint = match record.run_id.is_empty() {
+                true => record.blake3.clone(),
+                false => record.run_id.clone(),
+            };
             return Ok(SnapshotSource {
                 file: record.backup.clone(),
-                fingerprint: record.blake3.clone(),
+                fingerprint,
                 state_dir,
                 record,
                 verification,
@@ -88,21 +95,26 @@ impl SnapshotSource {
         let position_sql = capture.then_some(CHANGE_POSITION);
         let taken = take_backup(&conn, source_path, &state_dir, position_sql)?;
         drop(conn);
-        let (bytes, blake3) = hash_file(&taken.path)?;
+        let now = chrono::Utc::now();
+        let run_id = format!(
+            "run-{}-{}",
+            now.timestamp_nanos_opt().unwrap_or_default(),
+            std::process::id()
+        );
         let record = SnapshotRecord {
             backup: taken.path.clone(),
-            blake3: blake3.clone(),
-            started_at: chrono::Utc::now().to_rfc3339(),
+            blake3: String::new(),
+            run_id: run_id.clone(),
+            started_at: now.to_rfc3339(),
             status: "running".into(),
             change_seq: taken.position,
             verified: false,
         };
         write_json(&path, &record)?;
         let file = taken.path.clone();
-        let hash = (bytes, blake3.clone());
         let verification = std::thread::Builder::new()
             .name("verify-backup".into())
-            .spawn(move || verify_backup(&taken, true, hash))
+            .spawn(move || verify(&taken))
             .map_err(|source| Error::Io {
                 op: "start the backup verification for",
                 path: file.clone(),
@@ -110,23 +122,31 @@ impl SnapshotSource {
             })?;
         Ok(SnapshotSource {
             file,
-            fingerprint: blake3,
+            fingerprint: run_id,
             state_dir,
             record,
             verification: Some(verification),
         })
     }
 
-    /// Waits for the backup's verification (it runs while the copy reads the backup) and
-    /// records it; a corrupt backup fails the run here, before any table is declared loaded.
+    /// Waits for the backup's verification (blake3 and `quick_check`, run while the copy reads
+    /// the backup) and records it; a corrupt backup fails the run here, before any table is
+    /// declared loaded.
     pub fn verified(&mut self) -> Result<()> {
         let Some(handle) = self.verification.take() else {
             return Ok(());
         };
         let report = handle.join().expect("the backup verification panicked")?;
-        tracing::info!(backup = %report.path.display(), integrity = %report.integrity, "backup verified");
+        tracing::info!(backup = %report.path.display(), integrity = %report.integrity, blake3 = %report.blake3, "backup verified");
         self.record.verified = true;
+        self.record.blake3 = report.blake3;
         write_json(&self.state_dir.join(STATE_FILE), &self.record)
+    }
+
+    /// blake3 of the backup: the identity of the source state copied (known once
+    /// [`SnapshotSource::verified`] returned).
+    pub fn blake3(&self) -> &str {
+        &self.record.blake3
     }
 
     /// Records the run as complete and writes the report beside it.
@@ -142,6 +162,12 @@ impl SnapshotSource {
     pub fn report_path(&self) -> PathBuf {
         self.state_dir.join(REPORT_FILE)
     }
+}
+
+/// The backup's blake3, then its `quick_check`, row counts and manifest.
+fn verify(taken: &TakenBackup) -> Result<BackupReport> {
+    let hash = hash_file(&taken.path)?;
+    verify_backup(taken, true, hash)
 }
 
 fn read_record(path: &Path) -> Result<Option<SnapshotRecord>> {
