@@ -26,6 +26,11 @@ use crate::translate::{
     translate_view, IndexSql, IndexedColumn,
 };
 
+/// `maintenance_work_mem` of the two post-load sessions, when the server's is lower: index and
+/// key builds of a few million rows then sort in memory instead of on disk (15-25% faster at
+/// scale 1). Two sessions: at most 512 MB of the server's memory, for the post-load only.
+const POST_LOAD_MAINTENANCE_KB: i64 = 256 * 1024;
+
 /// Violating keys listed per foreign key: enough to find and fix them.
 const MAX_VIOLATIONS_LISTED: i64 = 20;
 
@@ -74,6 +79,8 @@ pub async fn run(
     schema: &Schema,
     plans: &[TablePlan],
 ) -> Result<PostLoad> {
+    raise_maintenance_memory(client).await?;
+    raise_maintenance_memory(second).await?;
     let (a, b) = split_by_rows(plans);
     let (first, other) = tokio::join!(
         index_tables(client, conn, file, config, opts, schema, &a),
@@ -109,6 +116,29 @@ pub async fn run(
         analyze(client, config, plan).await?;
     }
     Ok(out)
+}
+
+/// Raises the session's `maintenance_work_mem` to [`POST_LOAD_MAINTENANCE_KB`] unless the
+/// server already gives more.
+async fn raise_maintenance_memory(client: &Client) -> Result<()> {
+    let err = pg_err("set maintenance_work_mem", "post-load");
+    let kb: i64 = client
+        .query_one(
+            "SELECT setting::bigint FROM pg_settings WHERE name = 'maintenance_work_mem'",
+            &[],
+        )
+        .await
+        .map_err(pg_err("read maintenance_work_mem", "post-load"))?
+        .get(0);
+    if kb >= POST_LOAD_MAINTENANCE_KB {
+        return Ok(());
+    }
+    client
+        .batch_execute(&format!(
+            "SET maintenance_work_mem = '{POST_LOAD_MAINTENANCE_KB}kB'"
+        ))
+        .await
+        .map_err(err)
 }
 
 impl PostLoad {
