@@ -16,7 +16,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
 use super::plan::TablePlan;
-use crate::convert::{convert, render, storage_class, ConvertOptions, PgType, PgValue};
+use crate::convert::{convert, render, storage_class, ConvertOptions, PgType};
 use crate::error::{Error, Result};
 use crate::source::profile::row_key;
 use crate::source::quote_ident;
@@ -215,19 +215,33 @@ async fn copy_job(
     }
     .map_err(src_err("read rows"))?;
     let key_len = plan.source_key.len();
-    let mut values: Vec<PgValue> = Vec::with_capacity(types.len());
     let mut column_misfits = vec![0u64; types.len()];
+    let fields = i16::try_from(types.len()).map_err(|_| Error::Data {
+        table: plan.source.clone(),
+        reason: format!("{} columns exceed COPY's limit", types.len()),
+    })?;
+    let data_err = |reason| Error::Data {
+        table: plan.source.clone(),
+        reason,
+    };
     while let Some(row) = cursor.next().map_err(src_err("read rows"))? {
-        values.clear();
+        let mark = encoder.begin_row(fields);
         let mut misfits = Vec::new();
         for (i, ty) in types.iter().enumerate() {
             let v = row.get_ref(key_len + i).map_err(src_err("read a value"))?;
+            if misfits.is_empty() && encode_direct(&mut encoder, ty, v).map_err(data_err)? {
+                continue;
+            }
             match convert(ty, v, settings.convert) {
-                Ok(pg) => values.push(pg),
+                Ok(pg) if misfits.is_empty() => encoder
+                    .field(ty, &pg)
+                    .map_err(|e| data_err(format!("column {i}: {e}")))?,
+                Ok(_) => {}
                 Err(m) => misfits.push((i, v, m.reason)),
             }
         }
         if !misfits.is_empty() {
+            encoder.abandon_row(mark);
             let key = row_key(row, key_len).map_err(src_err("read the row key"))?;
             for (i, v, reason) in misfits {
                 column_misfits[i] += 1;
@@ -236,12 +250,7 @@ async fn copy_job(
             skipped += 1;
             continue;
         }
-        encoder
-            .push_row(&types, &values)
-            .map_err(|reason| Error::Data {
-                table: plan.source.clone(),
-                reason,
-            })?;
+        encoder.end_row();
         rows += 1;
         if rows % 1024 == 0 {
             job.progress.fetch_add(1024, Ordering::Relaxed);
@@ -290,6 +299,30 @@ async fn copy_job(
         seconds: started.elapsed().as_secs_f64(),
         misfits: column_misfits,
     })
+}
+
+/// Writes the common exact cases straight into the COPY buffer — an integer into bigint, a real
+/// into double precision, valid UTF-8 text without NUL into text (or varchar when it fits), a
+/// blob into bytea, NULL — byte for byte what `convert` then the encoder would write, without
+/// building a value. `Ok(false)`: nothing was written, take the general path (which also finds
+/// and explains misfits).
+fn encode_direct(enc: &mut CopyEncoder, ty: &PgType, v: ValueRef<'_>) -> Result<bool, String> {
+    let text_ok = |b: &[u8]| !b.contains(&0) && std::str::from_utf8(b).is_ok();
+    match (ty, v) {
+        (_, ValueRef::Null) => enc.null_field(),
+        (PgType::Bigint, ValueRef::Integer(i)) => enc.raw_field(&i.to_be_bytes())?,
+        (PgType::DoublePrecision, ValueRef::Real(f)) => enc.raw_field(&f.to_be_bytes())?,
+        (PgType::Text, ValueRef::Text(b)) if text_ok(b) => enc.raw_field(b)?,
+        (PgType::Varchar(n), ValueRef::Text(b))
+            if text_ok(b)
+                && std::str::from_utf8(b).is_ok_and(|s| s.chars().count() <= *n as usize) =>
+        {
+            enc.raw_field(b)?
+        }
+        (PgType::Bytea, ValueRef::Blob(b)) => enc.raw_field(b)?,
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// The quarantine record of copied column `i` of a row.

@@ -107,6 +107,48 @@ impl CopyEncoder {
         Ok(())
     }
 
+    /// Starts a tuple of `fields` fields written one by one ([`CopyEncoder::field`],
+    /// [`CopyEncoder::raw_field`], [`CopyEncoder::null_field`]); returns the mark that
+    /// [`CopyEncoder::abandon_row`] rolls back to. [`CopyEncoder::end_row`] counts it.
+    pub fn begin_row(&mut self, fields: i16) -> usize {
+        let mark = self.buf.len();
+        self.buf.extend_from_slice(&fields.to_be_bytes());
+        mark
+    }
+
+    /// A field whose payload is already in PostgreSQL's binary format.
+    pub fn raw_field(&mut self, payload: &[u8]) -> Result<(), String> {
+        let len = i32::try_from(payload.len()).map_err(|_| {
+            format!(
+                "a {}-byte value is longer than a COPY field holds",
+                payload.len()
+            )
+        })?;
+        self.buf.extend_from_slice(&len.to_be_bytes());
+        self.buf.extend_from_slice(payload);
+        Ok(())
+    }
+
+    /// A NULL field.
+    pub fn null_field(&mut self) {
+        self.buf.extend_from_slice(&NULL_FIELD);
+    }
+
+    /// A field from a value (NULL or matching `ty`).
+    pub fn field(&mut self, ty: &PgType, value: &PgValue) -> Result<(), String> {
+        self.write_field(ty, value)
+    }
+
+    /// Counts the tuple begun with [`CopyEncoder::begin_row`].
+    pub fn end_row(&mut self) {
+        self.rows += 1;
+    }
+
+    /// Drops everything written since `mark` (a tuple that will not be sent).
+    pub fn abandon_row(&mut self, mark: usize) {
+        self.buf.truncate(mark);
+    }
+
     /// Bytes buffered and not yet handed out.
     pub fn len(&self) -> usize {
         self.buf.len()
