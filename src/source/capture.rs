@@ -213,13 +213,6 @@ impl Capturer {
         Ok(deleted as u64)
     }
 
-    /// `PRAGMA schema_version`: changes whenever the application (or install) changes the schema.
-    pub fn schema_version(&self) -> Result<i64> {
-        self.conn
-            .query_row(SCHEMA_VERSION, [], |r| r.get(0))
-            .map_err(|e| self.source_error("read the schema version", None, e))
-    }
-
     fn read_schema_version(&self, conn: &Connection) -> Result<i64> {
         conn.query_row(SCHEMA_VERSION, [], |r| r.get(0))
             .map_err(|e| super::classify_open_error(&self.path, e))
