@@ -64,7 +64,9 @@ pub fn run_cutover(config: &Config, opts: &CutoverOptions) -> Result<CutoverRepo
         Error::ChangeLog { op: "open", .. } => data_err("sync is running (it holds the change log): stop it (SIGTERM) and run cutover, which drains itself"),
         other => other,
     })?;
+    crate::pipeline::check_schema_applied(&setup)?;
     let mut capturer = Capturer::open(&setup.path, &setup.tables)?;
+    capturer.pin_schema(setup.schema_version);
     let applied = setup
         .runtime
         .block_on(crate::target::state::sync_position(&setup.client))?

@@ -76,6 +76,21 @@ pub enum Error {
     #[error("table {table:?}: {reason}")]
     Data { table: String, reason: String },
 
+    /// The source schema changed in a way sync cannot replay (anything but a column added at the
+    /// end of a replicated table or a new table with a primary key): names the table, the
+    /// column when there is one, and what changed.
+    #[error("the source schema changed in a way sync cannot follow: table {table:?}{}: {change}", column.as_deref().map(|c| format!(", column {c:?}")).unwrap_or_default())]
+    SchemaChange {
+        table: String,
+        column: Option<String>,
+        change: String,
+    },
+
+    /// The schema moved while changes were being read with the definitions of an earlier
+    /// version (their row images would not match): nothing of that read was kept.
+    #[error("the schema of {} changed (schema_version {from} to {to}) while its changes were being read", path.display())]
+    SchemaMoved { path: PathBuf, from: i64, to: i64 },
+
     #[error("private PostgreSQL cluster: {op} failed: {detail}")]
     Cluster { op: &'static str, detail: String },
 
@@ -165,6 +180,14 @@ impl Error {
             Error::Tls { .. } => {
                 "check sslmode and sslrootcert in the target URL; sslmode=verify-full needs the server's CA \
                  certificate and a host name matching the server certificate"
+            }
+            Error::SchemaChange { .. } => {
+                "sync applied every change captured before this one and stopped (it follows ADD \
+                 COLUMN and new tables with a primary key by itself): undo the change in SQLite \
+                 and run sync again, or take a new snapshot with `sqlite2pg snapshot --fresh`"
+            }
+            Error::SchemaMoved { .. } => {
+                "run `sqlite2pg sync` (it applies additive schema changes), then run this again"
             }
             Error::Cluster { .. } => {
                 "install the PostgreSQL server binaries (bin/set-up does) or pass --target"

@@ -32,6 +32,11 @@ pub const SYNC_MID_APPLY: &str = "sync.mid_apply";
 pub const SYNC_AFTER_APPLY_COMMIT: &str = "sync.after_apply_commit";
 /// Sync: the change log flushed a capture boundary, the source change rows not yet deleted.
 pub const SYNC_AFTER_LOG_FLUSH: &str = "sync.after_log_flush";
+/// Sync: a schema step's DDL ran in PostgreSQL, its transaction not yet committed.
+pub const SYNC_MID_SCHEMA_STEP: &str = "sync.mid_schema_step";
+/// Sync: a schema step committed in PostgreSQL; capture has not yet installed the triggers of
+/// the new tables nor read with the new definitions.
+pub const SYNC_AFTER_SCHEMA_STEP: &str = "sync.after_schema_step";
 
 /// Cutover: writers are frozen and everything is applied; nothing fenced yet.
 pub const CUTOVER_FROZEN: &str = "cutover.frozen";

@@ -2,7 +2,9 @@
 //! SQLite changes into change-log entries (durable before the source's change rows are deleted);
 //! the apply loop replays them into PostgreSQL in batches that end on capture boundaries, each
 //! committed with its position (promise 2). The stages talk through the change log and a wake-up
-//! channel; a stop flag (SIGINT/SIGTERM) ends both after the batch in flight.
+//! channel; a stop flag (SIGINT/SIGTERM) ends both after the batch in flight. When the source
+//! schema moves, `schema` has apply make additive changes in PostgreSQL at exactly the position
+//! capture reached, or stops sync there naming what changed.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,16 +17,19 @@ use crate::change::{Boundary, Change};
 use crate::changelog::{ChangeLog, FaultyChangeLog, SledChangeLog};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::snapshot::read_snapshot_record;
-use crate::source::capture::{installed_tables, max_seq, Capturer};
-use crate::source::introspect::{read_schema, Table};
+use crate::snapshot::{read_snapshot_record, SnapshotRecord};
+use crate::source::capture::{max_seq, Capturer};
+use crate::source::introspect::{Schema, Table};
 use crate::source::open_read_only;
-use crate::source::order::migration_order;
 use crate::source::watcher::Watcher;
 use crate::target::apply::{apply_batch, coalesce, ApplyTable};
-use crate::target::mapping::map_table;
 use crate::target::state::{ensure_state, init_sync_position, sync_position};
 use crate::target::verify::verify_changes;
+
+mod schema;
+
+pub(crate) use schema::check_schema_applied;
+use schema::{apply_tables, read_source, replicated_from_target, Follower, SchemaLinks};
 
 /// Most changes one apply transaction takes: large enough for throughput, small enough that a
 /// batch commits in well under a second.
@@ -90,11 +95,21 @@ pub fn run_sync(
         mut client,
         apply_tables,
         log,
+        snapshot,
+        ..
     } = prepare(config)?;
     let catch_up_target = if opts.catch_up {
         Some(max_seq(&open_read_only(&path)?)?)
     } else {
         None
+    };
+    let links = SchemaLinks::new(catch_up_target);
+    let mut follower = Follower {
+        path: &path,
+        config,
+        selection: snapshot.tables.as_deref(),
+        replicated: tables,
+        links: &links,
     };
     let captured = AtomicU64::new(0);
     let capture_failed = AtomicBool::new(false);
@@ -102,7 +117,13 @@ pub fn run_sync(
     std::thread::scope(|s| {
         let capture = s.spawn(|| {
             let r = capture_loop(
-                &path, &tables, &log, start_seq, opts.poll, stop, &captured, &wake_tx,
+                &mut follower,
+                &log,
+                start_seq,
+                opts.poll,
+                stop,
+                &captured,
+                &wake_tx,
             );
             if r.is_err() {
                 capture_failed.store(true, Ordering::SeqCst);
@@ -119,7 +140,8 @@ pub fn run_sync(
             captured: &captured,
             capture_failed: &capture_failed,
             wake: &wake_rx,
-            catch_up_target,
+            schema: &links,
+            fingerprint: &snapshot.blake3,
             on_status,
         };
         let applied = runtime.block_on(apply_loop(&mut client, &ctx));
@@ -132,12 +154,17 @@ pub fn run_sync(
     })
 }
 
-/// Everything sync and cutover need before moving a change: the replicated tables, a target
-/// connection with its state ready, the apply plan per table, and the change log.
+/// Everything sync and cutover need before moving a change: the replicated tables (as
+/// PostgreSQL holds them, see `schema`), the source schema and its version, a target connection
+/// with its state ready, the apply plan per table, and the change log.
 pub(crate) struct SyncSetup {
     pub path: std::path::PathBuf,
     pub start_seq: u64,
+    pub snapshot: SnapshotRecord,
     pub tables: Vec<Table>,
+    /// The source schema, and its `PRAGMA schema_version`, when `tables` were derived.
+    pub schema: Schema,
+    pub schema_version: i64,
     pub runtime: tokio::runtime::Runtime,
     pub client: tokio_postgres::Client,
     pub apply_tables: Vec<ApplyTable>,
@@ -147,8 +174,9 @@ pub(crate) struct SyncSetup {
 pub(crate) fn prepare(config: &Config) -> Result<SyncSetup> {
     let path = config.require_source()?.to_path_buf();
     let state_dir = config.ensure_state_dir()?;
-    let start_seq = snapshot_position(&state_dir)?;
-    let tables = replicated_tables(&path)?;
+    let snapshot = snapshot_record(&state_dir)?;
+    let start_seq = snapshot.change_seq.unwrap_or(0) as u64;
+    let source = read_source(&path)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -161,27 +189,16 @@ pub(crate) fn prepare(config: &Config) -> Result<SyncSetup> {
     let client = runtime.block_on(url.connect())?;
     runtime.block_on(ensure_state(&client))?;
     runtime.block_on(init_sync_position(&client, start_seq as i64))?;
-    let mut apply_tables = Vec::new();
-    for t in &tables {
-        let map = runtime
-            .block_on(map_table(&client, &config.schema, t, false))?
-            .ok_or_else(|| Error::Data {
-                table: t.name.clone(),
-                reason: "the table does not exist in the target: run snapshot first".into(),
-            })?;
-        if let Some(p) = map.problems.first() {
-            return Err(Error::Data {
-                table: t.name.clone(),
-                reason: format!("the source schema no longer matches the target ({p}): sync cannot apply changes to it; re-run snapshot --fresh"),
-            });
-        }
-        apply_tables.push(runtime.block_on(ApplyTable::load(&client, &config.schema, map))?);
-    }
+    let tables = runtime.block_on(replicated_from_target(&client, &config.schema, &source))?;
+    let apply_tables = runtime.block_on(apply_tables(&client, &config.schema, &tables))?;
     let log = FaultyChangeLog::new(SledChangeLog::open(&state_dir.join("changelog"))?);
     Ok(SyncSetup {
         path,
         start_seq,
+        snapshot,
         tables,
+        schema: source.schema,
+        schema_version: source.version,
         runtime,
         client,
         apply_tables,
@@ -254,8 +271,9 @@ pub(crate) fn drain(
     }
 }
 
-/// The change sequence the snapshot includes; sync applies exactly what comes after it.
-fn snapshot_position(state_dir: &Path) -> Result<u64> {
+/// The completed snapshot's record: `change_seq` is the change sequence it includes (sync
+/// applies exactly what comes after it).
+fn snapshot_record(state_dir: &Path) -> Result<SnapshotRecord> {
     let record = read_snapshot_record(state_dir)?.ok_or_else(|| Error::Config {
         field: "--state-dir".into(),
         reason: format!(
@@ -270,32 +288,20 @@ fn snapshot_position(state_dir: &Path) -> Result<u64> {
                 .into(),
         });
     }
-    record.change_seq.map(|s| s as u64).ok_or_else(|| Error::Config {
-        field: "snapshot".into(),
-        reason: "the snapshot ran without change capture (--no-capture), so changes made since are unknown: run `sqlite2pg snapshot --fresh`".into(),
-    })
+    if record.change_seq.is_none() {
+        return Err(Error::Config {
+            field: "snapshot".into(),
+            reason: "the snapshot ran without change capture (--no-capture), so changes made since are unknown: run `sqlite2pg snapshot --fresh`".into(),
+        });
+    }
+    Ok(record)
 }
 
-/// The tables whose capture triggers are installed, in migration order.
-fn replicated_tables(path: &Path) -> Result<Vec<Table>> {
-    let conn = open_read_only(path)?;
-    let installed = installed_tables(&conn)?.ok_or_else(|| Error::Config {
-        field: "--source".into(),
-        reason: "change capture is not installed in this database (sqlite2pg rollback removed it, or snapshot ran with --no-capture): run `sqlite2pg snapshot --fresh`".into(),
-    })?;
-    let schema = read_schema(&conn, path)?;
-    Ok(migration_order(&schema)
-        .tables
-        .iter()
-        .filter(|n| installed.iter().any(|i| i.eq_ignore_ascii_case(n)))
-        .filter_map(|n| schema.table(n).cloned())
-        .collect())
-}
-
-#[allow(clippy::too_many_arguments)]
+/// The capture stage. Its capturer reads only at the schema version its definitions were read
+/// at; when that moves (and once at start) the follower brings it up to the source schema, at
+/// the position captured so far (see `schema`).
 fn capture_loop(
-    path: &Path,
-    tables: &[Table],
+    follower: &mut Follower<'_>,
     log: &dyn ChangeLog,
     start_seq: u64,
     poll: Duration,
@@ -303,17 +309,18 @@ fn capture_loop(
     captured: &AtomicU64,
     wake: &Sender<()>,
 ) -> Result<()> {
-    let mut capturer = Capturer::open(path, tables)?;
-    let watcher = Watcher::start(path, poll)?;
+    let watcher = Watcher::start(follower.path, poll)?;
     let mut pos = log
         .last_boundary()?
         .map_or(start_seq, |b| b.end_seq.max(start_seq));
     log.discard_after(pos)?;
     captured.store(pos, Ordering::SeqCst);
+    let Some(mut capturer) = follower.follow(pos, stop, wake)? else {
+        return Ok(());
+    };
     let mut pending_delete = true;
     let mut last_delete = Instant::now();
     let mut idle = true;
-    let schema_version = capturer.schema_version()?;
     while !stop.load(Ordering::SeqCst) {
         // Deleting consumed change rows takes SQLite's write lock: do it when idle or once in a
         // while, never between every capture (it would queue behind the application's writers
@@ -322,14 +329,17 @@ fn capture_loop(
             pending_delete = capturer.delete_through(pos).is_err();
             last_delete = Instant::now();
         }
-        if capturer.schema_version()? != schema_version {
-            return Err(Error::Data {
-                table: "(schema)".into(),
-                reason: "the source schema changed during sync (PRAGMA schema_version moved): stop the application's migration or re-run snapshot; sync stopped at a consistent position".into(),
-            });
-        }
-        match capturer.capture(pos, &mut |chunk: &[Change]| log.append(chunk))? {
-            Some(b) => {
+        let read = capturer.capture(pos, &mut |chunk: &[Change]| log.append(chunk));
+        match read {
+            Err(Error::SchemaMoved { from, to, .. }) => {
+                tracing::info!(seq = pos, from, to, "the source schema version moved");
+                match follower.follow(pos, stop, wake)? {
+                    Some(next) => capturer = next,
+                    None => break,
+                }
+            }
+            Err(e) => return Err(e),
+            Ok(Some(b)) => {
                 log.commit_boundary(&b)?;
                 crate::fault::hit(crate::fault::SYNC_AFTER_LOG_FLUSH);
                 pos = b.end_seq;
@@ -338,8 +348,8 @@ fn capture_loop(
                 idle = false;
                 let _ = wake.send(());
             }
-            None if pending_delete && !idle => idle = true,
-            None => {
+            Ok(None) if pending_delete && !idle => idle = true,
+            Ok(None) => {
                 idle = true;
                 watcher.wait(poll);
             }
@@ -357,8 +367,23 @@ struct ApplyContext<'a> {
     captured: &'a AtomicU64,
     capture_failed: &'a AtomicBool,
     wake: &'a Receiver<()>,
-    catch_up_target: Option<u64>,
+    schema: &'a SchemaLinks,
+    /// The snapshot's fingerprint, recorded for tables created during sync.
+    fingerprint: &'a str,
     on_status: &'a (dyn Fn(&SyncStatus) + Sync),
+}
+
+impl ApplyContext<'_> {
+    /// `--catch-up` ends once everything committed when sync started is applied (even while the
+    /// application keeps writing: it must not chase the writer), and capture reads with the
+    /// source's current definitions (a schema change made before sync started is applied too).
+    fn caught_up(&self, applied: u64) -> bool {
+        self.schema
+            .catch_up
+            .as_ref()
+            .is_some_and(|t| applied >= t.load(Ordering::SeqCst))
+            && self.schema.settled.load(Ordering::SeqCst)
+    }
 }
 
 async fn apply_loop(
@@ -374,6 +399,8 @@ async fn apply_loop(
     };
     crate::status::write_heartbeat(&state_dir, &started_at, "running", &status)?;
     let mut last_report = Instant::now();
+    let mut tables = ctx.tables.to_vec();
+    let mut step = None;
     loop {
         let bounds = ctx.log.boundaries_after(status.applied_seq, 10_000)?;
         update_lag(&mut status, ctx, &bounds, started);
@@ -385,18 +412,32 @@ async fn apply_loop(
             crate::status::write_heartbeat(&state_dir, &started_at, "running", &status)?;
             last_report = Instant::now();
         }
-        // --catch-up ends once everything committed when sync started is applied, even while
-        // the application keeps writing (it must not chase the writer).
-        if ctx.catch_up_target.is_some_and(|t| status.applied_seq >= t) {
+        // A schema step runs once every change captured before it is applied (capture waits
+        // for it, so nothing captured after it is in the log yet).
+        if step.is_none() {
+            step = ctx.schema.steps.1.try_recv().ok();
+        }
+        if let Some(request) = step.as_ref().filter(|_| bounds.is_empty()) {
+            match schema::run_step(client, ctx, request).await {
+                Ok(next) => {
+                    tables = next;
+                    step = None;
+                    let _ = ctx.schema.acks.0.send(());
+                }
+                Err(e) if e.is_transient() && !ctx.stop.load(Ordering::SeqCst) => {
+                    tracing::warn!(error = %e, seq = status.applied_seq, "schema change failed transiently; reconnecting");
+                    status.applied_seq = reconnect(client, ctx).await?;
+                    status.retries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
+        if ctx.caught_up(status.applied_seq) {
             break;
         }
         if bounds.is_empty() {
             if ctx.capture_failed.load(Ordering::SeqCst) || ctx.stop.load(Ordering::SeqCst) {
-                break;
-            }
-            if ctx.catch_up_target.is_some_and(|t| {
-                status.applied_seq >= t && ctx.captured.load(Ordering::SeqCst) >= t
-            }) {
                 break;
             }
             let _ = ctx.wake.recv_timeout(Duration::from_millis(50));
@@ -414,7 +455,7 @@ async fn apply_loop(
         let applied = apply_batch(
             client,
             &ctx.config.schema,
-            ctx.tables,
+            &tables,
             status.applied_seq,
             &through,
             &changes,
@@ -433,7 +474,7 @@ async fn apply_loop(
         };
         crate::fault::hit(crate::fault::SYNC_AFTER_APPLY_COMMIT);
         ctx.log.trim_through(through.end_seq)?;
-        match verify_and_repair(client, ctx, &changes).await {
+        match verify_and_repair(client, ctx, &tables, &changes).await {
             Ok(mismatches) => status.verification_mismatches += mismatches,
             Err(e) if e.is_transient() && !ctx.stop.load(Ordering::SeqCst) => {
                 tracing::warn!(error = %e, seq = through.end_seq, "verification failed transiently; reconnecting");
@@ -472,12 +513,13 @@ async fn apply_loop(
 async fn verify_and_repair(
     client: &mut tokio_postgres::Client,
     ctx: &ApplyContext<'_>,
+    tables: &[ApplyTable],
     changes: &[Change],
 ) -> Result<u64> {
     let mismatches = verify_changes(
         client,
         &ctx.config.schema,
-        ctx.tables,
+        tables,
         changes,
         ctx.config.convert,
     )

@@ -4,7 +4,9 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -158,15 +160,37 @@ fn every_capture_hole_is_replicated() {
 }
 
 #[test]
-fn a_schema_change_stops_sync_with_a_precise_message() {
+fn a_column_dropped_while_sync_was_stopped_stops_it_naming_table_and_column() {
     let dir = temp_dir();
     let db = TestDb::new();
     let src = holes_db(dir.path(), &db);
     let app = Connection::open(&src).unwrap();
     app.execute_batch("INSERT INTO logs VALUES ('before'); ALTER TABLE users DROP COLUMN name;")
         .unwrap();
-    let err = try_catch_up(&src, &db).unwrap_err();
-    assert!(err.to_string().contains("schema"), "{err}");
+    let err = try_catch_up(&src, &db).unwrap_err().to_string();
+    assert!(
+        err.contains("table \"users\", column \"name\": the column was dropped"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_table_rebuilt_with_the_same_columns_stops_sync_naming_it() {
+    let dir = temp_dir();
+    let db = TestDb::new();
+    let src = holes_db(dir.path(), &db);
+    app_connection(&src)
+        .execute_batch(
+            "BEGIN; CREATE TABLE kv_new (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID;
+             INSERT INTO kv_new SELECT * FROM kv; DROP TABLE kv; ALTER TABLE kv_new RENAME TO kv;
+             COMMIT;",
+        )
+        .unwrap();
+    let err = try_catch_up(&src, &db).unwrap_err().to_string();
+    assert!(
+        err.contains("table \"kv\": its capture triggers are gone"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -391,4 +415,293 @@ fn a_postgres_restart_mid_run_is_retried_and_loses_nothing() {
     );
     let report = run_diff(&config, &DiffOptions::default()).unwrap();
     assert!(report.identical, "{}", render_text(&report));
+}
+
+/// `sync` (not `--catch-up`) on a thread of its own, until `stop`.
+struct BackgroundSync {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<sqlite2pg::Result<SyncStatus>>,
+}
+
+impl BackgroundSync {
+    fn start(source: &Path, db: &TestDb) -> BackgroundSync {
+        let config = config(source, db);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread =
+            std::thread::spawn(move || run_sync(&config, &SyncOptions::default(), &flag, &|_| {}));
+        BackgroundSync { stop, thread }
+    }
+
+    fn stop(self) -> sqlite2pg::Result<SyncStatus> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().expect("the sync thread panicked")
+    }
+}
+
+/// The application's own connection: it waits on sqlite2pg's locks like a real application.
+fn app_connection(src: &Path) -> Connection {
+    let conn = Connection::open(src).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn
+}
+
+fn newest_change(src: &Path) -> i64 {
+    sqlite2pg::source::capture::max_seq(&Connection::open(src).unwrap()).unwrap() as i64
+}
+
+fn count_sqlite(src: &Path, sql: &str) -> i64 {
+    Connection::open(src)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
+}
+
+fn count_pg(db: &TestDb, sql: &str) -> i64 {
+    query(db, sql)[0].get(0)
+}
+
+#[test]
+fn columns_added_while_a_writer_writes_arrive_with_their_values_and_defaults() {
+    let dir = temp_dir();
+    let src = sample(dir.path(), 0.002);
+    let db = TestDb::new();
+    snapshot(&src, &db, &options()).unwrap();
+    let sync = BackgroundSync::start(&src, &db);
+    let writer = LiveWriter::start(
+        &src,
+        WriterOptions {
+            rate_per_sec: 300.0,
+            seed: 31,
+        },
+    )
+    .unwrap();
+    let start = applied(&db);
+    wait_until(Duration::from_secs(20), "sync applies writes", || {
+        applied(&db) > start
+    });
+    let app = app_connection(&src);
+    app.execute_batch(
+        "ALTER TABLE jobs ADD COLUMN retries_left INTEGER NOT NULL DEFAULT 3;
+         ALTER TABLE users ADD COLUMN nickname TEXT DEFAULT 'n/a';
+         ALTER TABLE users ADD COLUMN verified BOOLEAN NOT NULL DEFAULT 0;
+         ALTER TABLE users ADD COLUMN score REAL;",
+    )
+    .unwrap();
+    app.execute_batch(
+        "UPDATE users SET nickname = 'nick ' || id, verified = 1, score = id / 4.0 WHERE id % 3 = 0;
+         UPDATE jobs SET retries_left = id % 7 WHERE id % 5 = 0;",
+    )
+    .unwrap();
+    let before = writer.stats().transactions;
+    wait_until(Duration::from_secs(20), "writes after the ALTERs", || {
+        writer.stats().transactions > before + 100
+    });
+    writer.stop().unwrap();
+    let last = newest_change(&src);
+    wait_until(Duration::from_secs(60), "sync applies everything", || {
+        applied(&db) >= last
+    });
+    sync.stop().expect("sync follows added columns");
+    assert_identical(&src, &db);
+    let types: Vec<(String, String)> = query(
+        &db,
+        "SELECT column_name::text, data_type::text FROM information_schema.columns \
+         WHERE table_schema = 'public' AND column_name IN ('retries_left', 'nickname', 'verified', 'score') \
+         ORDER BY 1",
+    )
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect();
+    let expected = [
+        ("nickname", "text"),
+        ("retries_left", "bigint"),
+        ("score", "double precision"),
+        ("verified", "boolean"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(c, t)| (c.to_string(), t.to_string()))
+        .collect();
+    assert_eq!(types, expected, "the snapshot's ladder picked the types");
+    let untouched = "SELECT count(*) FROM users WHERE id % 3 <> 0 AND nickname = 'n/a' AND NOT verified AND score IS NULL";
+    assert!(count_pg(&db, untouched) > 0);
+    assert_eq!(
+        count_pg(&db, untouched),
+        count_sqlite(&src, &untouched.replace("NOT verified", "verified = 0")),
+        "rows that predate the columns hold their DEFAULTs"
+    );
+    assert!(count_pg(&db, "SELECT count(*) FROM jobs WHERE retries_left = 3") > 0);
+}
+
+#[test]
+fn a_table_created_and_filled_during_sync_arrives_exactly_once() {
+    let dir = temp_dir();
+    let db = TestDb::new();
+    let src = holes_db(dir.path(), &db);
+    let sync = BackgroundSync::start(&src, &db);
+    let app = app_connection(&src);
+    app.execute_batch(
+        "BEGIN;
+         CREATE TABLE notes (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users(id),
+                             body TEXT NOT NULL, n INTEGER DEFAULT 0, at DATETIME);
+         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 500)
+         INSERT INTO notes (id, user_id, body, at) SELECT i, 1, 'before ' || i, '2024-05-01 10:00:00' FROM s;
+         COMMIT;",
+    )
+    .unwrap();
+    // Keep writing while sync creates the table and installs its triggers, then some more.
+    let pg_has_notes = || {
+        count_pg(
+            &db,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'notes'",
+        ) == 1
+    };
+    let (mut i, mut after_create) = (0, 0);
+    while after_create < 200 {
+        i += 1;
+        app.execute(
+            "INSERT INTO notes (body, n) VALUES (?1, ?2)",
+            rusqlite::params![format!("after {i}"), i],
+        )
+        .unwrap();
+        if i % 3 == 0 {
+            app.execute(
+                "UPDATE notes SET n = n + 1, body = body || '!' WHERE id = ?1",
+                [i * 7 % 500 + 1],
+            )
+            .unwrap();
+        }
+        if i % 5 == 0 {
+            app.execute("DELETE FROM notes WHERE id = ?1", [i * 11 % 500 + 1])
+                .unwrap();
+        }
+        if after_create > 0 || (i % 20 == 0 && pg_has_notes()) {
+            after_create += 1;
+        }
+        assert!(i < 100_000, "sync never created the table in PostgreSQL");
+    }
+    let rows = count_sqlite(&src, "SELECT count(*) FROM notes");
+    let last = newest_change(&src);
+    wait_until(
+        Duration::from_secs(60),
+        "sync applies every row of notes",
+        || applied(&db) >= last && count_pg(&db, "SELECT count(*) FROM notes") == rows,
+    );
+    sync.stop().expect("sync follows a new table");
+    assert_identical(&src, &db);
+    assert_eq!(
+        count_pg(&db, "SELECT count(*) FROM sqlite2pg.quarantine"),
+        0
+    );
+    // A table created while sync is stopped is picked up by the next run, --catch-up included.
+    app.execute_batch(
+        "CREATE TABLE tags (name TEXT PRIMARY KEY, uses INTEGER NOT NULL) WITHOUT ROWID;
+         INSERT INTO tags VALUES ('a', 1), ('b', 2), ('c''s', 3);",
+    )
+    .unwrap();
+    catch_up(&src, &db);
+    assert_identical(&src, &db);
+    assert_eq!(count_pg(&db, "SELECT count(*) FROM tags"), 3);
+    // rollback removes the triggers sync installed on the new tables too.
+    let out = Command::new(env!("CARGO_BIN_EXE_sqlite2pg"))
+        .args(["--source", src.to_str().unwrap(), "rollback"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = count_sqlite(
+        &src,
+        "SELECT count(*) FROM sqlite_schema WHERE name GLOB '_sqlite2pg_*'",
+    );
+    assert_eq!(left, 0, "nothing sqlite2pg installed is left");
+    assert_eq!(count_sqlite(&src, "SELECT count(*) FROM notes"), rows);
+}
+
+#[test]
+fn a_column_renamed_during_sync_stops_it_after_what_was_captured_before() {
+    let dir = temp_dir();
+    let db = TestDb::new();
+    let src = holes_db(dir.path(), &db);
+    let sync = BackgroundSync::start(&src, &db);
+    let app = app_connection(&src);
+    app.execute_batch("INSERT INTO users VALUES (50, 'z@x', 'Z');")
+        .unwrap();
+    wait_until(Duration::from_secs(20), "user 50 arrives", || {
+        count_pg(&db, "SELECT count(*) FROM users WHERE id = 50") == 1
+    });
+    app.execute_batch(
+        "ALTER TABLE users RENAME COLUMN name TO full_name; INSERT INTO logs VALUES ('after');",
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(20), "sync stops", || {
+        sync.thread.is_finished()
+    });
+    let err = sync.stop().unwrap_err().to_string();
+    let precise = "table \"users\", column \"name\": the column was renamed to \"full_name\"";
+    assert!(err.contains(precise), "{err}");
+    let position = applied(&db);
+    assert!(position <= newest_change(&src));
+    assert_eq!(
+        count_pg(&db, "SELECT count(*) FROM logs WHERE line = 'after'"),
+        0
+    );
+    // A new run finds the same change before it captures anything, and says the same.
+    let err = try_catch_up(&src, &db).unwrap_err().to_string();
+    assert!(err.contains(precise), "{err}");
+    assert_eq!(
+        applied(&db),
+        position,
+        "the position stays where it stopped"
+    );
+}
+
+#[test]
+fn crashes_around_a_schema_step_lose_and_duplicate_nothing() {
+    let dir = temp_dir();
+    let db = TestDb::new();
+    let src = holes_db(dir.path(), &db);
+    let app = app_connection(&src);
+    for (round, point) in ["sync.mid_schema_step", "sync.after_schema_step"]
+        .iter()
+        .enumerate()
+    {
+        app.execute_batch(&format!(
+            "ALTER TABLE items ADD COLUMN qty{round} INTEGER DEFAULT {round};
+             UPDATE items SET qty{round} = id * 10 WHERE id = 1;
+             CREATE TABLE t{round} (id INTEGER PRIMARY KEY, v TEXT);
+             INSERT INTO t{round} VALUES (1, 'one'), (2, 'two');
+             INSERT INTO users VALUES ({}, 'r{round}@x', 'round');",
+            60 + round
+        ))
+        .unwrap();
+        let out = cli_sync(&src, &db, Some(point));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code() != Some(0) && stderr.contains(&format!("fault point {point} hit")),
+            "{point} must crash the run: {stderr}"
+        );
+        app.execute_batch(&format!(
+            "INSERT INTO t{round} VALUES (3, 'three'); UPDATE t{round} SET v = 'uno' WHERE id = 1;
+             INSERT INTO items (id, user_id, label) VALUES ({}, 1, 'later');",
+            20 + round
+        ))
+        .unwrap();
+    }
+    let out = cli_sync(&src, &db, None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_identical(&src, &db);
+    assert_eq!(count_pg(&db, "SELECT count(*) FROM t0"), 3);
+    let defaults = "SELECT count(*) FROM items WHERE qty0 = 0 AND qty1 = 1";
+    assert!(count_pg(&db, defaults) > 0);
+    assert_eq!(count_pg(&db, defaults), count_sqlite(&src, defaults));
 }

@@ -6,7 +6,7 @@
 
 pub mod copy;
 pub mod plan;
-mod post_load;
+pub(crate) mod post_load;
 mod report;
 mod state_file;
 
@@ -77,7 +77,8 @@ pub fn run_snapshot(
     if opts.capture {
         install_capture(config, opts)?;
     }
-    let mut source = SnapshotSource::prepare(config, opts.fresh, opts.capture)?;
+    let mut source =
+        SnapshotSource::prepare(config, opts.fresh, opts.capture, opts.tables.as_deref())?;
     let conn = copy::open_snapshot(&source.file)?;
     let schema = read_schema(&conn, &source.file)?;
     let tables = select_tables(&schema, opts.tables.as_deref())?;

@@ -200,7 +200,16 @@ async fn index_tables(
                 .transaction()
                 .await
                 .map_err(pg_err("begin post-load", &plan.source))?;
-            keys_and_indexes(&mut tx, conn, file, config, opts, table, plan, &mut out).await?;
+            let keys = TableSource { conn, file, table };
+            keys_and_indexes(
+                &mut tx,
+                &keys,
+                &config.schema,
+                opts.keep_case,
+                plan,
+                &mut out,
+            )
+            .await?;
             set_status(&tx, &config.schema, &plan.target, TableStatus::Indexed).await?;
             tx.commit()
                 .await
@@ -255,18 +264,26 @@ fn db_message(e: &tokio_postgres::Error) -> String {
         .map_or_else(|| e.to_string(), |d| d.message().to_string())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn keys_and_indexes(
+/// Where a table's keys and indexes are read from: the SQLite connection (the snapshot's file,
+/// or the live source for a table sync adopts), its path for messages, and the table.
+pub(crate) struct TableSource<'a> {
+    pub conn: &'a Connection,
+    pub file: &'a Path,
+    pub table: &'a Table,
+}
+
+/// The primary key (refused: an error), indexes, DEFAULTs, CHECKs and identity restart of one
+/// table, inside `tx`; what PostgreSQL refuses besides the key becomes a note in `out`. Used by
+/// the snapshot after the load and by sync for a table created during sync.
+pub(crate) async fn keys_and_indexes(
     tx: &mut Transaction<'_>,
-    conn: &Connection,
-    file: &Path,
-    config: &Config,
-    opts: &SnapshotOptions,
-    table: &Table,
+    source: &TableSource<'_>,
+    schema: &str,
+    keep_case: bool,
     plan: &TablePlan,
     out: &mut PostLoad,
 ) -> Result<()> {
-    let schema = &config.schema;
+    let TableSource { conn, file, table } = *source;
     if let Some(sql) = add_primary_key(schema, plan) {
         if !attempt(tx, &sql, &plan.source, "the primary key", out).await? {
             return Err(Error::Config {
@@ -284,7 +301,7 @@ async fn keys_and_indexes(
         .filter(|i| i.origin != "pk")
         .enumerate()
     {
-        match index_sql(conn, file, table, plan, index, n, schema, opts.keep_case)? {
+        match index_sql(conn, file, table, plan, index, n, schema, keep_case)? {
             Ok(sql) => {
                 if attempt(
                     tx,
@@ -314,7 +331,7 @@ async fn keys_and_indexes(
         )
         .await?;
     }
-    check_constraints(tx, opts, table, plan, schema, out).await?;
+    check_constraints(tx, keep_case, table, plan, schema, out).await?;
     restart_identities(tx, conn, file, schema, plan).await
 }
 
@@ -387,7 +404,7 @@ fn index_columns(
 /// cannot take, or rows violating it, become notes.
 async fn check_constraints(
     tx: &mut Transaction<'_>,
-    opts: &SnapshotOptions,
+    keep_case: bool,
     table: &Table,
     plan: &TablePlan,
     schema: &str,
@@ -407,9 +424,9 @@ async fn check_constraints(
         let name = check
             .name
             .as_deref()
-            .map(|c| target_name(c, opts.keep_case))
+            .map(|c| target_name(c, keep_case))
             .unwrap_or_else(|| constraint_name(&plan.target, &format!("check{}", n + 1)));
-        let expr = match translate_expr(&check.expr, opts.keep_case) {
+        let expr = match translate_expr(&check.expr, keep_case) {
             Ok(e) => e,
             Err(reason) => {
                 out.notes.push(Note {

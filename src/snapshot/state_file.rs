@@ -44,6 +44,10 @@ pub struct SnapshotRecord {
     /// resumed from an unverified backup checks it again).
     #[serde(default)]
     pub verified: bool,
+    /// The tables `--tables` selected; `null` when every table was copied. Sync follows tables
+    /// created later in the source only when every table was copied.
+    #[serde(default)]
+    pub tables: Option<Vec<String>>,
 }
 
 /// Reads `snapshot.json` from a state directory (`None` when no snapshot ran there).
@@ -66,8 +70,13 @@ pub struct SnapshotSource {
 impl SnapshotSource {
     /// Reuses the backup of an unfinished run (unless `fresh`), else takes a verified backup;
     /// with `capture` (change capture installed), reads the change sequence S in the backup's
-    /// own read transaction.
-    pub fn prepare(config: &Config, fresh: bool, capture: bool) -> Result<SnapshotSource> {
+    /// own read transaction. `tables` is the `--tables` selection, recorded for sync.
+    pub fn prepare(
+        config: &Config,
+        fresh: bool,
+        capture: bool,
+        tables: Option<&[String]>,
+    ) -> Result<SnapshotSource> {
         let state_dir = config.ensure_state_dir()?;
         let path = state_dir.join(STATE_FILE);
         if let Some(record) =
@@ -109,6 +118,7 @@ impl SnapshotSource {
             status: "running".into(),
             change_seq: taken.position,
             verified: false,
+            tables: tables.map(<[String]>::to_vec),
         };
         write_json(&path, &record)?;
         let file = taken.path.clone();

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use rusqlite::config::DbConfig;
 use rusqlite::types::ToSqlOutput;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use super::introspect::Table;
 use super::{quote_ident, BUSY_TIMEOUT};
@@ -36,32 +36,16 @@ use crate::change::{Boundary, Change, RawValue};
 use crate::error::{Error, Result};
 use crate::fault;
 
+mod install;
 mod key;
 mod triggers;
 
+use install::own_objects;
+pub use install::{adopt, install, installed_tables, tables_without_triggers, uninstall, Adopted};
 pub use key::parse_key;
 use key::parse_key_bytes;
 use triggers::{key_columns, table_triggers, KeyColumn, TriggerDef};
 
-/// The change log. `seq` is the rowid *without* AUTOINCREMENT: AUTOINCREMENT would create
-/// `sqlite_sequence`, which SQLite never lets anyone drop, so `uninstall` could not restore the
-/// schema. Seqs still never go back: SQLite hands out max(rowid)+1 and
-/// [`Capturer::delete_through`] always keeps the newest row.
-const CREATE_CHANGES: &str = "CREATE TABLE _sqlite2pg_changes (seq INTEGER PRIMARY KEY, \
-     tbl TEXT NOT NULL, op TEXT NOT NULL, key TEXT NOT NULL, \
-     at REAL NOT NULL DEFAULT (julianday('now')))";
-const CREATE_META: &str = "CREATE TABLE _sqlite2pg_meta (key TEXT PRIMARY KEY, value TEXT)";
-const CHANGES_TABLE: &str = "_sqlite2pg_changes";
-const META_TABLE: &str = "_sqlite2pg_meta";
-/// Every object sqlite2pg installs (GLOB, because `_` is a wildcard for LIKE).
-const OWN_OBJECTS: &str =
-    "SELECT type, name, sql FROM sqlite_schema WHERE name GLOB '_sqlite2pg_*' ORDER BY rowid";
-const META_EXISTS: &str =
-    "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = '_sqlite2pg_meta'";
-const META_GET: &str = "SELECT value FROM _sqlite2pg_meta WHERE key = ?1";
-const META_SET: &str = "INSERT OR REPLACE INTO _sqlite2pg_meta (key, value) VALUES (?1, ?2)";
-const META_SET_ONCE: &str = "INSERT OR IGNORE INTO _sqlite2pg_meta (key, value) \
-     VALUES ('installed_at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))";
 const SCHEMA_VERSION: &str = "PRAGMA schema_version";
 const MAX_SEQ: &str = "SELECT coalesce(max(seq), 0) FROM _sqlite2pg_changes";
 const READ_CHANGES: &str =
@@ -76,106 +60,6 @@ pub const CHUNK_ROWS: usize = 1000;
 
 /// Julian day of the Unix epoch.
 const UNIX_EPOCH_JULIAN_DAY: f64 = 2_440_587.5;
-
-/// Installs (idempotently) the change table, the meta table and three triggers on each table, in
-/// one `BEGIN IMMEDIATE` transaction. Triggers already installed with the same SQL are left
-/// alone; stale ones (other tables, older SQL) are replaced. Sets [`BUSY_TIMEOUT`] on `conn`.
-pub fn install(conn: &Connection, path: &Path, tables: &[Table]) -> Result<()> {
-    const OP: &str = "install change capture";
-    let mut wanted = Vec::with_capacity(tables.len() * 3);
-    for table in tables {
-        wanted.extend(table_triggers(table)?);
-    }
-    let fail = |e| source_error(OP, path, None, e);
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
-    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(fail)?;
-    let existing = own_objects(&tx).map_err(fail)?;
-    for (name, sql) in [(CHANGES_TABLE, CREATE_CHANGES), (META_TABLE, CREATE_META)] {
-        if !existing.iter().any(|o| o.name == name) {
-            tx.execute_batch(sql).map_err(fail)?;
-        }
-    }
-    for old in existing.iter().filter(|o| o.kind == "trigger") {
-        if !wanted
-            .iter()
-            .any(|t| t.name == old.name && t.sql == old.sql)
-        {
-            let drop = format!("DROP TRIGGER {}", quote_ident(&old.name));
-            tx.execute_batch(&drop).map_err(fail)?;
-        }
-    }
-    for trigger in &wanted {
-        let present = existing
-            .iter()
-            .any(|o| o.name == trigger.name && o.sql == trigger.sql);
-        if !present {
-            tx.execute_batch(&trigger.sql)
-                .map_err(|e| source_error(OP, path, Some(&trigger.table), e))?;
-        }
-    }
-    record_install(&tx, tables).map_err(fail)?;
-    tx.commit().map_err(fail)
-}
-
-fn record_install(conn: &Connection, tables: &[Table]) -> rusqlite::Result<()> {
-    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
-    let names = serde_json::to_string(&names).expect("a list of strings serializes");
-    conn.execute(META_SET, ["tables", &names])?;
-    conn.execute(META_SET, ["sqlite2pg_version", env!("CARGO_PKG_VERSION")])?;
-    conn.execute(META_SET_ONCE, [])?;
-    let version: i64 = conn.query_row(SCHEMA_VERSION, [], |r| r.get(0))?;
-    conn.execute(META_SET, ["schema_version", &version.to_string()])?;
-    Ok(())
-}
-
-/// Drops every `_sqlite2pg_…` trigger and table (triggers first) in one `BEGIN IMMEDIATE`
-/// transaction and returns their names. Afterwards `sqlite_schema` holds exactly what the
-/// application had. Unread changes are dropped with the change table: SQLite stays the system
-/// of record.
-pub fn uninstall(conn: &Connection, path: &Path) -> Result<Vec<String>> {
-    let fail = |e| source_error("uninstall change capture", path, None, e);
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
-    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(fail)?;
-    let mut objects = own_objects(&tx).map_err(fail)?;
-    objects.retain(|o| o.kind == "trigger" || o.kind == "table");
-    objects.sort_by_key(|o| o.kind != "trigger");
-    for object in &objects {
-        let kind = if object.kind == "trigger" {
-            "TRIGGER"
-        } else {
-            "TABLE"
-        };
-        let drop = format!("DROP {kind} IF EXISTS {}", quote_ident(&object.name));
-        tx.execute_batch(&drop).map_err(fail)?;
-    }
-    tx.commit().map_err(fail)?;
-    Ok(objects.into_iter().map(|o| o.name).collect())
-}
-
-/// The tables capture was installed for, or `None` when it is not installed.
-pub fn installed_tables(conn: &Connection) -> Result<Option<Vec<String>>> {
-    let path = connection_path(conn);
-    let fail = |e| source_error("read the capture metadata", &path, None, e);
-    let installed: bool = conn
-        .query_row(META_EXISTS, [], |r| r.get(0))
-        .map_err(fail)?;
-    if !installed {
-        return Ok(None);
-    }
-    let value: Option<String> = conn
-        .query_row(META_GET, ["tables"], |r| r.get(0))
-        .optional()
-        .map_err(fail)?
-        .flatten();
-    let broken = |reason: String| Error::Data {
-        table: META_TABLE.into(),
-        reason,
-    };
-    let value = value.ok_or_else(|| broken("no table list recorded: run install again".into()))?;
-    serde_json::from_str(&value)
-        .map(Some)
-        .map_err(|e| broken(format!("unreadable table list: {e}")))
-}
 
 /// The highest change seq visible to `conn`'s current transaction; 0 when nothing was logged.
 /// Read inside the snapshot's read transaction, it is the snapshot's handoff point S.
@@ -202,6 +86,9 @@ pub struct Capturer {
     by_name: HashMap<String, usize>,
     /// The schema version at which the triggers were last verified intact.
     verified_schema: Cell<Option<i64>>,
+    /// The schema version `tables` were read at, when the caller pinned it: a capture that
+    /// finds another version reads nothing (its images would not match the definitions).
+    pinned_schema: Option<i64>,
 }
 
 /// How one captured table's rows are read back.
@@ -251,9 +138,18 @@ impl Capturer {
             tables: captured,
             by_name,
             verified_schema: Cell::new(None),
+            pinned_schema: None,
         };
-        capturer.verify_triggers(&capturer.conn)?;
+        let version = capturer.read_schema_version(&capturer.conn)?;
+        capturer.verify_triggers(&capturer.conn, version)?;
         Ok(capturer)
+    }
+
+    /// Pins the schema version the tables given to [`Capturer::open`] were read at: from now on
+    /// [`Capturer::capture`] reads nothing at any other version and fails with
+    /// [`Error::SchemaMoved`], so no row image is ever read with stale column lists.
+    pub fn pin_schema(&mut self, version: i64) {
+        self.pinned_schema = Some(version);
     }
 
     /// Sets how long writes (`delete_through`) wait for the application's locks.
@@ -270,7 +166,8 @@ impl Capturer {
     /// sunk and the images are one consistent state; `Ok(None)`: nothing new. On `Err` some
     /// chunks may have been sunk: the caller discards everything past its last boundary.
     /// Fails naming the table when a change row is for a table not captured here, or when the
-    /// capture triggers were changed or dropped since they were verified.
+    /// capture triggers were changed or dropped since they were verified; fails with
+    /// [`Error::SchemaMoved`], having read nothing, when the schema is not at the pinned version.
     pub fn capture(
         &mut self,
         after: u64,
@@ -278,7 +175,15 @@ impl Capturer {
     ) -> Result<Option<Boundary>> {
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Deferred)
             .map_err(|e| self.source_error("begin the capture read", None, e))?;
-        self.verify_triggers(&tx)?;
+        let version = self.read_schema_version(&tx)?;
+        if let Some(pinned) = self.pinned_schema.filter(|&p| p != version) {
+            return Err(Error::SchemaMoved {
+                path: self.path.clone(),
+                from: pinned,
+                to: version,
+            });
+        }
+        self.verify_triggers(&tx, version)?;
         let Some(pending) = self.read_pending(&tx, after)? else {
             return Ok(None);
         };
@@ -308,21 +213,16 @@ impl Capturer {
         Ok(deleted as u64)
     }
 
-    /// `PRAGMA schema_version`: changes whenever the application (or install) changes the schema.
-    pub fn schema_version(&self) -> Result<i64> {
-        self.conn
-            .query_row(SCHEMA_VERSION, [], |r| r.get(0))
-            .map_err(|e| self.source_error("read the schema version", None, e))
+    fn read_schema_version(&self, conn: &Connection) -> Result<i64> {
+        conn.query_row(SCHEMA_VERSION, [], |r| r.get(0))
+            .map_err(|e| super::classify_open_error(&self.path, e))
     }
 
     /// Checks, when the schema changed since the last check, that every capture trigger is
     /// still there with the SQL this version installs: a rebuilt or altered table loses or
     /// changes its triggers, and its changes would be missed silently.
-    fn verify_triggers(&self, conn: &Connection) -> Result<()> {
+    fn verify_triggers(&self, conn: &Connection, version: i64) -> Result<()> {
         let fail = |e| self.source_error("check the capture triggers", None, e);
-        let version: i64 = conn
-            .query_row(SCHEMA_VERSION, [], |r| r.get(0))
-            .map_err(|e| super::classify_open_error(&self.path, e))?;
         let first = self.verified_schema.get().is_none();
         if self.verified_schema.get() == Some(version) {
             return Ok(());
@@ -506,25 +406,6 @@ impl CapturedTable {
             .all(|(position, value)| position.is_none_or(|p| image[p] == *value));
         Ok(exact.then_some(image))
     }
-}
-
-/// An object sqlite2pg installed, as `sqlite_schema` lists it.
-struct OwnObject {
-    kind: String,
-    name: String,
-    sql: String,
-}
-
-fn own_objects(conn: &Connection) -> rusqlite::Result<Vec<OwnObject>> {
-    let mut stmt = conn.prepare(OWN_OBJECTS)?;
-    let rows = stmt.query_map([], |r| {
-        Ok(OwnObject {
-            kind: r.get(0)?,
-            name: r.get(1)?,
-            sql: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-        })
-    })?;
-    rows.collect()
 }
 
 fn open_read_write(path: &Path) -> Result<Connection> {

@@ -190,6 +190,33 @@ pub fn read_schema(conn: &Connection, path: &Path) -> Result<Schema> {
     Ok(schema)
 }
 
+/// Runs `read` inside one read transaction on `conn` and returns its result with
+/// `PRAGMA schema_version` as of that transaction, so what `read` saw (the schema, the values it
+/// profiled) belongs to exactly that version.
+pub fn at_schema_version<T>(
+    conn: &Connection,
+    path: &Path,
+    read: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<(T, i64)> {
+    let fail = |op: &'static str| {
+        let path = path.to_path_buf();
+        move |source| Error::Source {
+            op,
+            path,
+            table: None,
+            source,
+        }
+    };
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Deferred)
+        .map_err(fail("begin a schema read"))?;
+    let version: i64 = tx
+        .query_row("PRAGMA schema_version", [], |r| r.get(0))
+        .map_err(fail("read the schema version"))?;
+    let out = read(&tx)?;
+    tx.commit().map_err(fail("end a schema read"))?;
+    Ok((out, version))
+}
+
 fn other(kind: &'static str, name: String, table: Option<String>, sql: String) -> OtherObject {
     OtherObject {
         kind,

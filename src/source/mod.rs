@@ -8,6 +8,7 @@ pub mod capture;
 pub mod introspect;
 pub mod order;
 pub mod profile;
+pub mod schema_change;
 pub mod watcher;
 
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! foreign keys (DEFERRABLE, so sync's batches are checked at commit), identities and ANALYZE.
 //! Every identifier goes through `quote_pg`; nothing is spliced in raw.
 
-use crate::snapshot::plan::{TablePlan, ROWID_COLUMN};
+use crate::snapshot::plan::{ColumnPlan, TablePlan, ROWID_COLUMN};
 use crate::source::introspect::ForeignKey;
 use crate::translate::{quote_pg, target_name};
 
@@ -36,6 +36,27 @@ pub fn create_table(schema: &str, plan: &TablePlan) -> String {
         qualified(schema, &plan.target),
         cols.join(",\n  ")
     )
+}
+
+/// `ALTER TABLE … ADD COLUMN IF NOT EXISTS …` for a column the source gained during sync: its
+/// type, its generated expression or its DEFAULT (the value SQLite gives every row that predates
+/// the column, so PostgreSQL fills its existing rows with exactly that), NOT NULL. Idempotent.
+pub fn add_column(schema: &str, table: &str, c: &ColumnPlan) -> String {
+    let mut def = format!(
+        "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
+        qualified(schema, table),
+        quote_pg(&c.target),
+        c.ty.sql()
+    );
+    if let Some(expr) = &c.generated_sql {
+        def.push_str(&format!(" GENERATED ALWAYS AS ({expr}) STORED"));
+    } else if let Some(default) = &c.default_sql {
+        def.push_str(&format!(" DEFAULT {default}"));
+    }
+    if c.not_null {
+        def.push_str(" NOT NULL");
+    }
+    def
 }
 
 /// `COPY schema.table (copied columns) FROM STDIN (FORMAT binary)`.

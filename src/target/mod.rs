@@ -8,5 +8,6 @@ pub mod copy_out;
 pub mod ddl;
 pub mod mapping;
 pub mod readiness;
+pub mod schema_change;
 pub mod state;
 pub mod verify;

@@ -189,7 +189,7 @@ pub async fn ensure_state(client: &Client) -> Result<()> {
 
 /// The recorded fingerprint and status of a target table, if sqlite2pg created it.
 pub async fn table_state(
-    client: &Client,
+    client: &impl GenericClient,
     schema: &str,
     table: &str,
 ) -> Result<Option<(String, TableStatus)>> {

@@ -109,3 +109,16 @@ pub(super) fn table_triggers(table: &Table) -> Result<Vec<TriggerDef>> {
         })
         .collect())
 }
+
+/// `INSERT INTO _sqlite2pg_changes … SELECT` a change row (op `R`, "read again") for every row
+/// `table` holds, keyed exactly as its triggers key it: how a table adopted during sync gets
+/// its existing rows into the change stream.
+pub(super) fn enqueue_every_row(table: &Table) -> Result<String> {
+    let key = key_columns(table)?;
+    let on = quote_ident(&table.name);
+    Ok(format!(
+        "INSERT INTO _sqlite2pg_changes (tbl, op, key) SELECT '{}', 'R', {} FROM {on}",
+        table.name.replace('\'', "''"),
+        key_expr(&on, &key)
+    ))
+}
