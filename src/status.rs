@@ -162,7 +162,7 @@ pub fn read_status(config: &Config) -> Result<Status> {
         (Some(s), Some(a)) => Some(s.saturating_sub(a.max(0) as u64)),
         _ => None,
     };
-    let cutover = std::fs::read(state_dir.join("cutover-report.json"))
+    let cutover = std::fs::read(state_dir.join(crate::cutover::REPORT_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     Ok(Status {
@@ -213,9 +213,12 @@ pub fn render_status(s: &Status) -> String {
     match &s.cutover {
         None => out.push_str("cutover   not done\n"),
         Some(c) => out.push_str(&format!(
-            "cutover   done at {}, pause {} ms\n",
+            "cutover   done at {}, {}\n",
             c["fenced_at"].as_str().unwrap_or("?"),
-            c["pause_ms"]
+            match c["pause_ms"].as_f64() {
+                Some(ms) => format!("pause {ms:.1} ms"),
+                None => "completed by a re-run (the pause was not recorded)".to_string(),
+            }
         )),
     }
     out
