@@ -29,7 +29,7 @@ use crate::fault;
 use crate::pipeline::{drain, prepare, SyncSetup};
 use crate::source::capture::{max_seq, Capturer};
 use crate::source::{open_read_only, open_read_write, quote_ident};
-use crate::target::ddl::{qualified, restart_identity};
+use crate::target::ddl::qualified;
 use crate::target::state::sync_position;
 use crate::translate::target_name;
 
@@ -152,6 +152,21 @@ fn freeze_and_fence(
     let conn = open_read_write(&setup.path)?;
     conn.busy_timeout(opts.max_pause)
         .map_err(source_err(&setup.path, "set busy timeout"))?;
+    // Each PostgreSQL statement of the freeze is bounded too: a lock held in the target (DDL,
+    // VACUUM FULL, a long transaction's row locks) aborts the cutover at the bound instead of
+    // holding writers until it is released. The connection ends with the cutover.
+    let bound = format!(
+        "SET statement_timeout = {}",
+        opts.max_pause.as_millis().max(1)
+    );
+    setup
+        .runtime
+        .block_on(setup.client.batch_execute(&bound))
+        .map_err(|source| Error::Target {
+            op: "bound PostgreSQL statements by the pause",
+            table: None,
+            source,
+        })?;
     let started = Instant::now();
     conn.execute_batch("BEGIN IMMEDIATE")
         .map_err(source_err(&setup.path, "freeze writers (BEGIN IMMEDIATE)"))?;
@@ -401,6 +416,12 @@ fn compare_counts(
     Ok(out)
 }
 
+/// Sets an identity column's sequence so its next value is $3. `setval` locks only the
+/// sequence: `ALTER TABLE … RESTART` would take an ACCESS EXCLUSIVE lock on the table and wait,
+/// writers frozen, behind anything holding one (an autovacuum is only cancelled after
+/// `deadlock_timeout`, 1 s by default, which the cutover bench measured in its pauses).
+const SET_IDENTITY: &str = "SELECT setval(pg_get_serial_sequence($1, $2), $3, false)";
+
 /// Moves each identity past the largest id SQLite ever handed out (max(id), sqlite_sequence).
 fn move_identities(
     setup: &mut SyncSetup,
@@ -450,20 +471,27 @@ fn move_identities(
             None
         };
         let next = max_id.unwrap_or(0).max(seq.unwrap_or(0)).saturating_add(1);
-        let sql = restart_identity(
-            &config.schema,
-            &target_name(&t.name, false),
-            &target_name(column, false),
-            next,
-        );
-        setup
+        let table = qualified(&config.schema, &target_name(&t.name, false));
+        let column = target_name(column, false);
+        let set: Option<i64> = setup
             .runtime
-            .block_on(setup.client.batch_execute(&sql))
+            .block_on(
+                setup
+                    .client
+                    .query_one(SET_IDENTITY, &[&table, &column, &next]),
+            )
             .map_err(|source| Error::Target {
                 op: "move the identity",
                 table: Some(t.name.clone()),
                 source,
-            })?;
+            })?
+            .get(0);
+        if set != Some(next) {
+            return Err(Error::Data {
+                table: t.name.clone(),
+                reason: format!("column {column} has no identity sequence in the target to move past SQLite's ids"),
+            });
+        }
         out.push((t.name.clone(), next));
     }
     Ok(out)
