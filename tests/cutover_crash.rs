@@ -84,6 +84,13 @@ fn crash_at(point: &str) -> Crashed {
         "after a crash at {point} no report says the cutover is done"
     );
     let fenced = point == fault::CUTOVER_AFTER_RELEASE;
+    let status = cli(&src, &db, &["status"], None);
+    let status = String::from_utf8_lossy(&status.stdout);
+    let expected = match fenced {
+        true => "cutover   interrupted after SQLite was fenced",
+        false => "cutover   not done",
+    };
+    assert!(status.contains(expected), "{point}: {status}");
     let write = Connection::open(&src)
         .unwrap()
         .execute_batch("UPDATE users SET display_name = 'after the crash' WHERE id = 1");

@@ -307,6 +307,12 @@ fn finish_fenced(
     Ok(record)
 }
 
+/// The cutover record of a fenced source (`conn` open on `path`), or `None` when it is not
+/// fenced; `status` uses it to tell a cutover that died after the fence from one not done.
+pub fn fence_record(conn: &Connection, path: &Path) -> Result<Option<CutoverReport>> {
+    fence::read_fence(conn, path)
+}
+
 /// Writes the report atomically (temporary file, then rename).
 fn write_report(state_dir: &Path, report: &CutoverReport) -> Result<()> {
     let path = state_dir.join(REPORT_FILE);
