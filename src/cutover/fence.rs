@@ -88,7 +88,7 @@ pub(super) fn read_fence(conn: &Connection, path: &Path) -> Result<Option<Cutove
         serde_json::from_str(&j).map_err(|e| Error::Data {
             table: "_sqlite2pg_meta".into(),
             reason: format!(
-                "the cutover record in {} is unreadable ({e}): run `sqlite2pg rollback` and cut over again",
+                "the cutover record in {} is unreadable ({e}): run `sqlite2pg rollback` (SQLite stays the system of record), then snapshot, sync and cut over again",
                 path.display()
             ),
         })

@@ -76,7 +76,8 @@ pub struct CutoverReport {
     pub identities: Vec<(String, i64)>,
     pub fenced_at: String,
     /// Where the pause went, step by step (`lock taken`, `drained`, `verified`,
-    /// `identities moved`, `fenced`, `released`).
+    /// `identities moved`, `fenced`, `released`); a resumed report has the steps the
+    /// interrupted run recorded before its fence.
     pub freeze_steps: Vec<FreezeStep>,
     /// True when this run completed a cutover interrupted after SQLite was fenced.
     pub resumed: bool,
