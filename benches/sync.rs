@@ -25,26 +25,28 @@
 // `sqlite2pg::Error` is large on purpose (see lib.rs); closures here return it as is.
 #![allow(clippy::result_large_err)]
 
+mod support;
+
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
-use sqlite2pg::config::{Config, GlobalFlags};
+use sqlite2pg::config::Config;
 use sqlite2pg::diff::{run_diff, DiffOptions};
 use sqlite2pg::pipeline::{run_sync, SyncOptions, SyncStatus};
 use sqlite2pg::private_pg::{ClusterOptions, PrivateCluster};
-use sqlite2pg::sample_app::{generate, GenerateOptions, LiveWriter, WriterOptions, WriterStats};
-use sqlite2pg::snapshot::{run_snapshot, SnapshotOptions, DEFAULT_RANGE_ROWS};
+use sqlite2pg::sample_app::{LiveWriter, WriterOptions, WriterStats};
 use sqlite2pg::source::capture;
 use sqlite2pg::source::introspect::read_schema;
 use sqlite2pg::target::connect::TargetUrl;
+use support::{
+    generate_source, generator_child, init_logging, percentile, record, snapshot, sync_config,
+    verdict, Pg, Source, MB,
+};
 
-/// The sample database's seed: the same rows in every run.
-const SEED: u64 = 42;
 /// "Unthrottled": the highest rate `WriterOptions` accepts (one transaction per microsecond),
 /// far above what one SQLite writer on this machine reaches.
 const UNTHROTTLED: f64 = 1_000_000.0;
@@ -74,18 +76,12 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// growth (caches filling) happens early; a leak keeps raising the high-water mark.
 const FLAT_MB: f64 = 2.0;
 const FLAT_FRACTION: f64 = 0.05;
-const MB: f64 = 1_000_000.0;
-const SECTION_BEGIN: &str = "<!-- sync:begin -->";
-const SECTION_END: &str = "<!-- sync:end -->";
-const BENCHMARKS_INTRO: &str = "# Benchmarks\n\nRatios are measured in one run on the same \
-    server because the machine is shared and noisy: absolute times move from run to run, the \
-    ratios between tools measured side by side move much less.\n";
 
 fn main() {
-    let settings = Settings::from_args();
-    if let Some(path) = &settings.generate_into {
-        return generate_into(path, settings.scale);
+    if generator_child() {
+        return;
     }
+    let settings = Settings::from_args();
     init_logging(settings.verbose);
     let work = tempfile::Builder::new()
         .prefix("sqlite2pg-bench-sync-")
@@ -139,7 +135,7 @@ fn main() {
     );
     println!("\n{section}");
     if settings.record {
-        record(&section);
+        record("sync", &section);
     }
 }
 
@@ -155,8 +151,6 @@ struct Settings {
     rates: Vec<f64>,
     record: bool,
     verbose: bool,
-    /// Internal: generate the sample database at this path, print its counts and exit.
-    generate_into: Option<PathBuf>,
 }
 
 impl Settings {
@@ -169,7 +163,6 @@ impl Settings {
             rates: vec![1000.0, 5000.0],
             record: true,
             verbose: false,
-            generate_into: None,
         };
         let mut args = std::env::args().skip(1);
         let number = |value: Option<String>, flag: &str| -> f64 {
@@ -196,7 +189,6 @@ impl Settings {
                 }
                 "--no-record" => settings.record = false,
                 "-v" | "--verbose" => settings.verbose = true,
-                "--generate-into" => settings.generate_into = args.next().map(PathBuf::from),
                 // cargo passes --bench; no other harness flag applies to this bench.
                 _ => {}
             }
@@ -232,109 +224,16 @@ impl Settings {
     }
 }
 
-/// sqlite2pg's log on stderr when asked for (`-v`: its debug lines too).
-fn init_logging(verbose: bool) {
-    let filter = match (verbose, std::env::var("RUST_LOG")) {
-        (_, Ok(filter)) => filter,
-        (true, Err(_)) => "sqlite2pg=debug".to_string(),
-        (false, Err(_)) => return,
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-/// The generated SQLite database (the sync source) and its row counts.
-struct Source {
-    path: PathBuf,
-    bytes: u64,
-    rows: u64,
-}
-
-/// Generates the sample database in a child process (this bench with `--generate-into`), so the
-/// generator's page cache never counts in this process's RSS, which the lag runs measure.
-fn generate_source(dir: &Path, scale: f64) -> Source {
-    let path = dir.join("app.db");
-    let this = std::env::current_exe().expect("locate the bench executable");
-    let out = Command::new(this)
-        .arg("--generate-into")
-        .arg(&path)
-        .args(["--scale", &scale.to_string()])
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run the sample database generator");
-    assert!(out.status.success(), "the generator failed: {}", out.status);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let rows: u64 = text
-        .lines()
-        .filter_map(|l| l.split_once('\t')?.1.parse::<u64>().ok())
-        .sum();
-    let bytes = fs::metadata(&path).expect("stat the sample database").len();
-    eprintln!("generated {rows} rows, {:.1} MB", bytes as f64 / MB);
-    Source { path, bytes, rows }
-}
-
-/// The `--generate-into` child: generates, prints `table<TAB>rows` lines on stdout.
-fn generate_into(path: &Path, scale: f64) {
-    let options = GenerateOptions { scale, seed: SEED };
-    let summary = generate(path, &options).expect("generate the sample app database");
-    for t in &summary.tables {
-        println!("{}\t{}", t.table, t.rows);
-    }
-}
-
-/// A PostgreSQL connection on its own single-threaded runtime.
-struct Pg {
-    runtime: tokio::runtime::Runtime,
-    client: tokio_postgres::Client,
-}
-
-impl Pg {
-    fn connect(url: &TargetUrl) -> Pg {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("start a tokio runtime");
-        let client = runtime
-            .block_on(url.connect())
-            .unwrap_or_else(|e| panic!("connect to {}: {e}", url.redacted()));
-        Pg { runtime, client }
-    }
-
-    fn execute(&self, sql: &str) {
-        self.runtime
-            .block_on(self.client.batch_execute(sql))
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-
-    /// The first column of the first row, as text.
-    fn text(&self, sql: &str) -> String {
-        let row = self.runtime.block_on(self.client.query_one(sql, &[]));
-        row.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
-    }
-
-    /// The probe counter PostgreSQL has, if the probe row is there.
-    fn probe(&self) -> Option<u64> {
-        let sql = "SELECT value::text FROM public.app_state WHERE key = $1";
-        let row = self
-            .runtime
-            .block_on(self.client.query_opt(sql, &[&PROBE_KEY]))
-            .unwrap_or_else(|e| panic!("poll the probe row: {e}"))?;
-        let value: Option<String> = row.get(0);
-        let json: serde_json::Value = serde_json::from_str(&value?).ok()?;
-        json.get("n")?.as_u64()
-    }
-}
-
-fn sync_config(source: &Path, target: &TargetUrl) -> Config {
-    let flags = GlobalFlags {
-        source: Some(source.to_path_buf()),
-        target: Some(target.to_connection_string()),
-        ..GlobalFlags::default()
-    };
-    Config::resolve(&flags).expect("a valid sync config")
+/// The probe counter PostgreSQL has, if the probe row is there.
+fn probe(pg: &Pg) -> Option<u64> {
+    let sql = "SELECT value::text FROM public.app_state WHERE key = $1";
+    let row = pg
+        .runtime
+        .block_on(pg.client.query_opt(sql, &[&PROBE_KEY]))
+        .unwrap_or_else(|e| panic!("poll the probe row: {e}"))?;
+    let value: Option<String> = row.get(0);
+    let json: serde_json::Value = serde_json::from_str(&value?).ok()?;
+    json.get("n")?.as_u64()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -541,27 +440,6 @@ impl Apply {
     }
 }
 
-/// Snapshot (with capture) of the source into the config's target; its seconds.
-fn snapshot(config: &Config) -> f64 {
-    let opts = SnapshotOptions {
-        tables: None,
-        jobs: 2,
-        batch_size: 10_000,
-        keep_case: false,
-        allow_rowid_key: false,
-        drop_existing: false,
-        fresh: false,
-        validate: false,
-        capture: true,
-        range_rows: DEFAULT_RANGE_ROWS,
-    };
-    let started = Instant::now();
-    let report = run_snapshot(config, &opts, &|_, _| {}).expect("snapshot with capture");
-    let seconds = started.elapsed().as_secs_f64();
-    eprintln!("snapshot: {} tables in {seconds:.1} s", report.tables.len());
-    seconds
-}
-
 /// Builds a backlog in the source, then times `run_sync --catch-up` on it.
 fn measure_apply(
     settings: &Settings,
@@ -736,15 +614,6 @@ impl Lag {
     }
 }
 
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 /// The probe transactions' connection to the source.
 struct Prober {
     conn: Connection,
@@ -785,10 +654,10 @@ fn measure_lag(settings: &Settings, config: &Config, pg: &Pg, rate: f64, seed: u
         let sync = s.spawn(|| run_sync(config, &SyncOptions::default(), &stop, &on_status));
         // Warm-up: sync is running and applying once probe `base` is visible.
         let prober = Prober::open(&path);
-        let base = pg.probe().unwrap_or(0) + 1;
+        let base = probe(pg).unwrap_or(0) + 1;
         prober.write(base);
         let warm = Instant::now();
-        while pg.probe() != Some(base) {
+        while probe(pg) != Some(base) {
             assert!(
                 !sync.is_finished(),
                 "sync stopped during warm-up: {:?}",
@@ -851,7 +720,7 @@ fn measure_lag(settings: &Settings, config: &Config, pg: &Pg, rate: f64, seed: u
                 rss.push((started.elapsed().as_secs_f64(), current_rss_kib()));
                 next_rss += RSS_EVERY;
             }
-            if let Some(n) = pg.probe() {
+            if let Some(n) = probe(pg) {
                 let at = Instant::now();
                 while (base + seen.len() as u64) < n {
                     seen.push(at);
@@ -965,14 +834,6 @@ fn final_check(config: &Config) -> FinalCheck {
 
 // ---------------------------------------------------------------------------------------------
 // The BENCHMARKS.md section
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "**missed**"
-    }
-}
 
 fn render(
     settings: &Settings,
@@ -1221,25 +1082,4 @@ fn method_note(settings: &Settings) -> String {
         FLAT_FRACTION * 100.0,
         settings.command(),
     )
-}
-
-/// Replaces the section between the markers in BENCHMARKS.md (appending it if missing).
-fn record(section: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
-    let old = match fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BENCHMARKS_INTRO.to_string(),
-        Err(e) => panic!("read {}: {e}", path.display()),
-    };
-    let block = format!("{SECTION_BEGIN}\n{section}{SECTION_END}\n");
-    let span = old.find(SECTION_BEGIN).zip(old.find(SECTION_END));
-    let new = match span.filter(|(begin, end)| begin < end) {
-        Some((begin, end)) => {
-            let rest = old[end + SECTION_END.len()..].trim_start_matches('\n');
-            format!("{}{block}{rest}", &old[..begin])
-        }
-        None => format!("{}\n\n{block}", old.trim_end()),
-    };
-    fs::write(&path, new).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    eprintln!("wrote {}", path.display());
 }

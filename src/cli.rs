@@ -498,15 +498,30 @@ fn cutover(config: &Config, args: CutoverArgs) -> Result<i32> {
     for t in &report.tables {
         println!("{:<32} {:>12} rows", t.table, t.rows);
     }
-    println!(
-        "cutover done: writers paused {:.1} ms; {} changes drained before and {} during the freeze; final change {}; SQLite fenced at {}",
-        report.pause_ms, report.changes_before_freeze, report.changes_during_freeze, report.final_seq, report.fenced_at
-    );
+    match report.pause_ms {
+        Some(pause) => println!(
+            "cutover done: writers paused {pause:.1} ms; {} changes drained before and {} during the freeze; final change {}; SQLite fenced at {}",
+            report.changes_before_freeze, report.changes_during_freeze, report.final_seq, report.fenced_at
+        ),
+        None => println!(
+            "cutover done: completed after an interrupted run that had fenced SQLite at {} (final change {}, checked against PostgreSQL); that run's pause was not recorded",
+            report.fenced_at, report.final_seq
+        ),
+    }
     Ok(EXIT_OK)
 }
 
 fn rollback(config: &Config) -> Result<i32> {
     let path = config.require_source()?;
+    // The report first: a rollback interrupted after it still converges when run again, and
+    // nothing says "cut over" once SQLite is the system of record again.
+    let state_dir = config.state_dir()?;
+    if crate::cutover::remove_report(&state_dir)? {
+        println!(
+            "removed {} (the cutover is undone)",
+            state_dir.join(crate::cutover::REPORT_FILE).display()
+        );
+    }
     let conn = crate::source::open_read_write(path)?;
     let removed = crate::source::capture::uninstall(&conn, path)?;
     if removed.is_empty() {

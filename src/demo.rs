@@ -165,8 +165,11 @@ fn journey(config: &Config, opts: &DemoOptions, dir: &std::path::Path) -> Result
     };
     let cut = run_cutover(&demo_config, &opts)?;
     println!(
-        "   writers paused {:.1} ms; final change {}; identities moved: {}",
-        cut.pause_ms,
+        "   writers paused {}; final change {}; identities moved: {}",
+        cut.pause_ms.map_or(
+            "(not recorded: an interrupted cutover was completed)".into(),
+            |ms| format!("{ms:.1} ms")
+        ),
         cut.final_seq,
         cut.identities.len()
     );

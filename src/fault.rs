@@ -38,8 +38,29 @@ pub const SYNC_MID_SCHEMA_STEP: &str = "sync.mid_schema_step";
 /// the new tables nor read with the new definitions.
 pub const SYNC_AFTER_SCHEMA_STEP: &str = "sync.after_schema_step";
 
-/// Cutover: writers are frozen and everything is applied; nothing fenced yet.
-pub const CUTOVER_FROZEN: &str = "cutover.frozen";
+/// Cutover: the backlog is applied (PostgreSQL moved), writers are not frozen yet.
+pub const CUTOVER_AFTER_BACKLOG: &str = "cutover.after_backlog";
+/// Cutover: writers are frozen and every change up to the final one is applied and proven from
+/// PostgreSQL's committed position; nothing verified or fenced yet.
+pub const CUTOVER_AFTER_DRAIN: &str = "cutover.after_drain";
+/// Cutover, frozen: row counts compared; identities not moved yet.
+pub const CUTOVER_AFTER_VERIFY: &str = "cutover.after_verify";
+/// Cutover, frozen: PostgreSQL's identities moved (committed there); SQLite not fenced yet.
+pub const CUTOVER_AFTER_SEQUENCES: &str = "cutover.after_sequences";
+/// Cutover, frozen: fence triggers and the cutover record written in the frozen transaction,
+/// which is not committed: writers are still held.
+pub const CUTOVER_AFTER_FENCE: &str = "cutover.after_fence";
+/// Cutover: the fence committed and writers are released; the report is not written yet.
+pub const CUTOVER_AFTER_RELEASE: &str = "cutover.after_release";
+/// Every cutover fault point, in the order a cutover reaches them.
+pub const CUTOVER_POINTS: [&str; 6] = [
+    CUTOVER_AFTER_BACKLOG,
+    CUTOVER_AFTER_DRAIN,
+    CUTOVER_AFTER_VERIFY,
+    CUTOVER_AFTER_SEQUENCES,
+    CUTOVER_AFTER_FENCE,
+    CUTOVER_AFTER_RELEASE,
+];
 
 fn armed() -> Option<&'static (String, u64)> {
     static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();

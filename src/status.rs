@@ -1,7 +1,8 @@
 //! `sqlite2pg status`: where every stage stands, read from durable state only — the snapshot
 //! record, the sync heartbeat file, the target's `sqlite2pg.sync_state` and quarantine, the
-//! source's change table and the cutover report — so it works while sync runs in another
-//! process and after it died, and says it died instead of "running".
+//! source's change table, the cutover report and the source's fence record — so it works while
+//! sync runs in another process and after it died, and says it died instead of "running" (and
+//! that a cutover was interrupted, not "not done", when SQLite is fenced without a report).
 
 use std::path::Path;
 
@@ -86,6 +87,9 @@ pub struct Status {
     /// Quarantined values per source table.
     pub quarantined: Vec<(String, i64)>,
     pub cutover: Option<serde_json::Value>,
+    /// When the source is fenced: the fence's time, from the cutover record written with it.
+    /// Fenced without a report means a cutover died after releasing writers (run it again).
+    pub fenced_at: Option<String>,
 }
 
 /// Is process `pid` alive? (signal 0 checks without sending anything)
@@ -110,10 +114,18 @@ pub fn read_status(config: &Config) -> Result<Status> {
     let heartbeat: Option<Heartbeat> = std::fs::read(state_dir.join(HEARTBEAT_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    let source_seq = match config.source.as_deref() {
-        Some(path) if path.exists() => crate::source::open_read_only(path)
+    let source = match config.source.as_deref() {
+        Some(path) if path.exists() => crate::source::open_read_only(path).ok(),
+        _ => None,
+    };
+    let source_seq = source
+        .as_ref()
+        .and_then(|c| crate::source::capture::max_seq(c).ok());
+    let fenced_at = match (&source, config.source.as_deref()) {
+        (Some(conn), Some(path)) => crate::cutover::fence_record(conn, path)
             .ok()
-            .and_then(|c| crate::source::capture::max_seq(&c).ok()),
+            .flatten()
+            .map(|r| r.fenced_at),
         _ => None,
     };
     let mut sync = SyncReport {
@@ -162,7 +174,7 @@ pub fn read_status(config: &Config) -> Result<Status> {
         (Some(s), Some(a)) => Some(s.saturating_sub(a.max(0) as u64)),
         _ => None,
     };
-    let cutover = std::fs::read(state_dir.join("cutover-report.json"))
+    let cutover = std::fs::read(state_dir.join(crate::cutover::REPORT_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     Ok(Status {
@@ -170,6 +182,7 @@ pub fn read_status(config: &Config) -> Result<Status> {
         sync,
         quarantined,
         cutover,
+        fenced_at,
     })
 }
 
@@ -210,12 +223,18 @@ pub fn render_status(s: &Status) -> String {
     for (t, n) in &s.quarantined {
         out.push_str(&format!("quarantine {t}: {n} value(s)\n"));
     }
-    match &s.cutover {
-        None => out.push_str("cutover   not done\n"),
-        Some(c) => out.push_str(&format!(
-            "cutover   done at {}, pause {} ms\n",
+    match (&s.cutover, &s.fenced_at) {
+        (None, None) => out.push_str("cutover   not done\n"),
+        (None, Some(at)) => out.push_str(&format!(
+            "cutover   interrupted after SQLite was fenced at {at}: run `sqlite2pg cutover` again to finish it\n"
+        )),
+        (Some(c), _) => out.push_str(&format!(
+            "cutover   done at {}, {}\n",
             c["fenced_at"].as_str().unwrap_or("?"),
-            c["pause_ms"]
+            match c["pause_ms"].as_f64() {
+                Some(ms) => format!("pause {ms:.1} ms"),
+                None => "completed by a re-run (the pause was not recorded)".to_string(),
+            }
         )),
     }
     out

@@ -8,6 +8,7 @@ mod check;
 mod cli;
 mod copy_binary;
 mod cutover;
+mod cutover_crash;
 mod diff;
 mod metrics;
 mod roundtrip;

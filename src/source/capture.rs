@@ -46,6 +46,8 @@ pub use key::parse_key;
 use key::parse_key_bytes;
 use triggers::{key_columns, table_triggers, KeyColumn, TriggerDef};
 
+/// The `_sqlite2pg_meta` key of the cutover record, written with the fence (see `cutover`).
+pub(crate) const CUTOVER_RECORD_KEY: &str = "cutover";
 const SCHEMA_VERSION: &str = "PRAGMA schema_version";
 const MAX_SEQ: &str = "SELECT coalesce(max(seq), 0) FROM _sqlite2pg_changes";
 const READ_CHANGES: &str =

@@ -32,10 +32,12 @@ const META_GET: &str = "SELECT value FROM _sqlite2pg_meta WHERE key = ?1";
 const META_SET: &str = "INSERT OR REPLACE INTO _sqlite2pg_meta (key, value) VALUES (?1, ?2)";
 const META_SET_ONCE: &str = "INSERT OR IGNORE INTO _sqlite2pg_meta (key, value) \
      VALUES ('installed_at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))";
+const META_CLEAR_CUTOVER: &str = "DELETE FROM _sqlite2pg_meta WHERE key = ?1";
 
 /// Installs (idempotently) the change table, the meta table and three triggers on each table, in
 /// one `BEGIN IMMEDIATE` transaction. Triggers already installed with the same SQL are left
-/// alone; stale ones (other tables, older SQL) are replaced. Sets [`BUSY_TIMEOUT`] on `conn`.
+/// alone; stale ones (other tables, older SQL, a cutover's fence) are replaced, and a cutover
+/// record is cleared. Sets [`BUSY_TIMEOUT`] on `conn`.
 pub fn install(conn: &Connection, path: &Path, tables: &[Table]) -> Result<()> {
     const OP: &str = "install change capture";
     let mut wanted = Vec::with_capacity(tables.len() * 3);
@@ -158,6 +160,9 @@ fn record_install(conn: &Connection, tables: &[Table]) -> rusqlite::Result<()> {
     conn.execute(META_SET, ["tables", &names])?;
     conn.execute(META_SET, ["sqlite2pg_version", env!("CARGO_PKG_VERSION")])?;
     conn.execute(META_SET_ONCE, [])?;
+    // Capture (re)installed means SQLite is the system of record: install dropped any fence
+    // trigger, so a cutover record left from an earlier cutover would claim a fence that is gone.
+    conn.execute(META_CLEAR_CUTOVER, [super::CUTOVER_RECORD_KEY])?;
     let version: i64 = conn.query_row(SCHEMA_VERSION, [], |r| r.get(0))?;
     conn.execute(META_SET, ["schema_version", &version.to_string()])?;
     Ok(())

@@ -555,6 +555,31 @@ fn install_is_idempotent_and_follows_the_table_list() {
     );
 }
 
+/// Installing capture on a cutover's fenced database (a new snapshot without a rollback) drops
+/// the fence; the cutover record must go with it, or the next cutover would take the database
+/// for fenced and only write a report.
+#[test]
+fn install_over_a_fence_clears_the_cutover_record() {
+    let app = App::new("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);");
+    app.exec(
+        "DROP TRIGGER _sqlite2pg_ins_t; DROP TRIGGER _sqlite2pg_upd_t; DROP TRIGGER _sqlite2pg_del_t;
+         CREATE TRIGGER _sqlite2pg_fence_ins_t BEFORE INSERT ON t BEGIN SELECT RAISE(ABORT, 'fenced'); END;
+         INSERT INTO _sqlite2pg_meta (key, value) VALUES ('cutover', '{}');",
+    );
+    install(&app.conn, &app.path, &app.tables()).unwrap();
+    let records: i64 = app
+        .conn
+        .query_row(
+            "SELECT count(*) FROM _sqlite2pg_meta WHERE key = ?1",
+            [CUTOVER_RECORD_KEY],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(records, 0);
+    app.exec("INSERT INTO t (v) VALUES ('the fence is gone')");
+    assert!(Capturer::open(&app.path, &app.tables()).is_ok());
+}
+
 #[test]
 fn a_change_for_a_table_not_captured_is_an_error_naming_it() {
     let app = App::new(
