@@ -452,6 +452,8 @@ async fn apply_loop(
                 Ok(())
             })?;
         let changes = coalesce(changes);
+        let read_ms = ms_since(batch_started);
+        let applying = Instant::now();
         let applied = apply_batch(
             client,
             &ctx.config.schema,
@@ -473,7 +475,9 @@ async fn apply_loop(
             Err(e) => return Err(e),
         };
         crate::fault::hit(crate::fault::SYNC_AFTER_APPLY_COMMIT);
+        let apply_ms = ms_since(applying);
         ctx.log.trim_through(through.end_seq)?;
+        let verifying = Instant::now();
         match verify_and_repair(client, ctx, &tables, &changes).await {
             Ok(mismatches) => status.verification_mismatches += mismatches,
             Err(e) if e.is_transient() && !ctx.stop.load(Ordering::SeqCst) => {
@@ -496,6 +500,10 @@ async fn apply_loop(
             changes = stats.changes,
             upserted = stats.upserted,
             deleted = stats.deleted,
+            read_ms,
+            apply_ms,
+            verify_ms = ms_since(verifying),
+            total_ms = ms_since(batch_started),
             "batch applied"
         );
     }
@@ -596,6 +604,11 @@ async fn reconnect(client: &mut tokio_postgres::Client, ctx: &ApplyContext<'_>) 
         }
     }
     unreachable!("the loop above only ends by returning")
+}
+
+/// Milliseconds since `t`, for the per-batch timings of the debug log.
+fn ms_since(t: Instant) -> u64 {
+    t.elapsed().as_millis() as u64
 }
 
 /// The last boundary that keeps the batch within `max` changes (always at least one boundary,

@@ -269,6 +269,7 @@ pub async fn apply_batch(
     for c in &changes {
         by_table.entry(c.table.as_str()).or_default().push(c);
     }
+    let started = std::time::Instant::now();
     let mut staged = Vec::new();
     for (n, table) in tables.iter().enumerate() {
         if let Some(rows) = by_table.remove(table.map.source.as_str()) {
@@ -281,14 +282,17 @@ pub async fn apply_batch(
             reason: "changes arrived for a table sync does not replicate".into(),
         });
     }
+    let converted = started.elapsed();
     for (n, table, s) in &staged {
         apply_deletes(&tx, schema, *n, table, &s.deletes, &mut stats).await?;
     }
+    let deleted = started.elapsed();
     for (n, table, s) in &staged {
         apply_upserts(&tx, schema, *n, table, &s.upserts, &mut stats).await?;
         quarantine(&tx, "sync", &s.quarantined).await?;
         stats.quarantined += s.quarantined.len() as u64;
     }
+    let upserted = started.elapsed();
     crate::fault::hit(crate::fault::SYNC_MID_APPLY);
     advance_sync_position(
         &tx,
@@ -300,6 +304,13 @@ pub async fn apply_batch(
     tx.commit()
         .await
         .map_err(pg_err("commit the apply transaction", None))?;
+    tracing::debug!(
+        convert_ms = converted.as_millis() as u64,
+        delete_ms = (deleted - converted).as_millis() as u64,
+        upsert_ms = (upserted - deleted).as_millis() as u64,
+        commit_ms = (started.elapsed() - upserted).as_millis() as u64,
+        "apply transaction"
+    );
     Ok(stats)
 }
 
