@@ -126,14 +126,22 @@ fn latest(changes: &[Change]) -> Vec<&Change> {
     keep.into_iter().map(|i| &changes[i]).collect()
 }
 
-/// Keeps the last change per (table, key): the changes arrive in seq order.
+/// Keeps the last change per (table, key): the changes arrive in seq order. A batch of one
+/// capture cycle is already one change per key (capture coalesces), so this only thins batches
+/// that span cycles.
 pub fn coalesce(changes: Vec<Change>) -> Vec<Change> {
-    let mut last: HashMap<(String, Vec<u8>), usize> = HashMap::new();
-    for (i, c) in changes.iter().enumerate() {
-        last.insert((c.table.clone(), key_bytes(&c.key)), i);
-    }
-    let mut keep: Vec<usize> = last.into_values().collect();
-    keep.sort_unstable();
+    let keep: Vec<usize> = {
+        let mut last: HashMap<(&str, Vec<u8>), usize> = HashMap::with_capacity(changes.len());
+        for (i, c) in changes.iter().enumerate() {
+            last.insert((c.table.as_str(), key_bytes(&c.key)), i);
+        }
+        if last.len() == changes.len() {
+            return changes;
+        }
+        let mut keep: Vec<usize> = last.into_values().collect();
+        keep.sort_unstable();
+        keep
+    };
     let mut changes: Vec<Option<Change>> = changes.into_iter().map(Some).collect();
     keep.into_iter().filter_map(|i| changes[i].take()).collect()
 }
