@@ -513,7 +513,7 @@ fn status_text(status: ExitStatus) -> String {
     }
 }
 
-/// Our snapshot's phases, from the state files and the JSON log: the backup (copy, then blake3),
+/// Our snapshot's phases, from the state files and the JSON log: the backup (copy, then its record),
 /// planning and DDL until the first COPY starts, the COPY (with the backup's quick_check on its
 /// own thread, joined at the end), then keys, indexes, ANALYZE, foreign keys and views. Boundaries are ±a few ms (process start, log timestamps).
 fn ours_phases(state: &Path, log: &str, t0: SystemTime, wall: f64) -> Vec<(&'static str, f64)> {
@@ -536,7 +536,7 @@ fn ours_phases(state: &Path, log: &str, t0: SystemTime, wall: f64) -> Vec<(&'sta
         .expect("report has total_seconds");
     vec![
         ("backup: backup API copy", written),
-        ("backup: blake3", verified - written),
+        ("backup: close it, write snapshot.json", verified - written),
         ("plan + schema + DDL", copy_start - verified),
         (
             "COPY BINARY (2 workers; the backup's quick_check beside it)",

@@ -566,10 +566,10 @@ fn ranges(
     if !plan.has_rowid || plan.rows <= range_rows {
         return Ok(vec![None]);
     }
-    let sql = format!(
-        "SELECT min(rowid), max(rowid) FROM {}",
-        crate::source::quote_ident(&plan.source)
-    );
+    // Two subqueries: SQLite answers a lone min() or max() of the rowid from the b-tree's edge,
+    // but `SELECT min(rowid), max(rowid)` scans the whole table.
+    let table = crate::source::quote_ident(&plan.source);
+    let sql = format!("SELECT (SELECT min(rowid) FROM {table}), (SELECT max(rowid) FROM {table})");
     let path = source.file.clone();
     let (lo, hi): (i64, i64) = conn
         .query_row(&sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
