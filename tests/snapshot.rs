@@ -518,19 +518,14 @@ fn tables_subset_refuses_dangling_foreign_keys_and_foreign_tables_are_kept() {
 }
 
 fn cli_snapshot(src: &Path, db: &TestDb, fault: Option<&str>) -> Output {
+    cli_snapshot_with(src, db, fault, &["--jobs", "2", "--range-rows", "2000"])
+}
+
+fn cli_snapshot_with(src: &Path, db: &TestDb, fault: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sqlite2pg"));
-    cmd.args([
-        "--source",
-        src.to_str().unwrap(),
-        "snapshot",
-        "--jobs",
-        "2",
-        "--batch-size",
-        "500",
-        "--range-rows",
-        "2000",
-        "--validate",
-    ]);
+    cmd.args(["--source", src.to_str().unwrap(), "snapshot"])
+        .args(args)
+        .args(["--batch-size", "500", "--validate"]);
     cmd.env("SQLITE2PG_TARGET", db.url_string())
         .env_remove("DATABASE_URL");
     if let Some(f) = fault {
@@ -588,7 +583,7 @@ fn outgrown_db(dir: &Path) -> PathBuf {
          CREATE TABLE clean (id INTEGER PRIMARY KEY, qty INTEGER);
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
          INSERT INTO items SELECT i, i, '2024-01-01 00:00:00', 'row ' || i FROM n;
-         INSERT INTO clean SELECT id, qty FROM items;
+         INSERT INTO clean SELECT id, qty FROM items WHERE id <= 2000;
          UPDATE items SET qty = 2.5 WHERE id = 2500;
          UPDATE items SET at = 'soon' WHERE id = 2999;",
     )
@@ -669,5 +664,36 @@ fn a_crash_after_widening_resumes_with_the_widened_types() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("validate: every table holds"), "{stdout}");
+    assert_outgrown_arrived(&db);
+}
+
+/// A crash right after the range holding the misfits committed, before the copy could widen the
+/// table: the quarantine it committed is the evidence, so the resumed run widens and recopies
+/// the table all the same (one job at a time, largest first: `items` commits first).
+#[test]
+fn a_crash_before_widening_still_widens_on_resume() {
+    let dir = temp_dir();
+    let src = outgrown_db(dir.path());
+    let db = TestDb::new();
+    let args = ["--jobs", "1", "--range-rows", "5000"];
+    let crashed = cli_snapshot_with(&src, &db, Some("snapshot.after_range_commit@1"), &args);
+    assert_ne!(crashed.status.code(), Some(0));
+    let early: i64 = scalar(
+        &db,
+        "SELECT count(*) FROM sqlite2pg.quarantine WHERE table_name = 'items'",
+    );
+    assert_eq!(
+        early, 2,
+        "the crashed run committed items with its two misfits"
+    );
+    let out = cli_snapshot_with(&src, &db, None, &args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("copied again"));
     assert_outgrown_arrived(&db);
 }

@@ -53,8 +53,6 @@ pub struct CopyOutcome {
     pub quarantined: u64,
     pub bytes: u64,
     pub seconds: f64,
-    /// Values that did not fit, per copied column (the rowid key first when the plan adds it).
-    pub misfits: Vec<u64>,
 }
 
 /// Settings shared by every worker.
@@ -215,7 +213,6 @@ async fn copy_job(
     }
     .map_err(src_err("read rows"))?;
     let key_len = plan.source_key.len();
-    let mut column_misfits = vec![0u64; types.len()];
     let fields = i16::try_from(types.len()).map_err(|_| Error::Data {
         table: plan.source.clone(),
         reason: format!("{} columns exceed COPY's limit", types.len()),
@@ -244,7 +241,6 @@ async fn copy_job(
             encoder.abandon_row(mark);
             let key = row_key(row, key_len).map_err(src_err("read the row key"))?;
             for (i, v, reason) in misfits {
-                column_misfits[i] += 1;
                 quarantined.push(quarantine_value(plan, i, &key, v, reason));
             }
             skipped += 1;
@@ -297,7 +293,6 @@ async fn copy_job(
         quarantined: skipped,
         bytes,
         seconds: started.elapsed().as_secs_f64(),
-        misfits: column_misfits,
     })
 }
 

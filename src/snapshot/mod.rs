@@ -24,7 +24,8 @@ use crate::source::order::migration_order;
 use crate::source::profile::{declared_profile, is_overridden, profile_table};
 use crate::target::ddl::{create_table, qualified};
 use crate::target::state::{
-    ensure_state, finish_load, ranges_done, start_table, table_state, TableStatus,
+    ensure_state, finish_load, ranges_done, snapshot_misfit_columns, start_table, table_state,
+    TableStatus,
 };
 use copy::{run_jobs, CopyJob, CopySettings};
 use plan::{check_table_names, plan_table, TablePlan};
@@ -238,19 +239,19 @@ fn confirm_plans(
     mut outcomes: Vec<copy::CopyOutcome>,
 ) -> Result<Vec<copy::CopyOutcome>> {
     for (table, plan) in tables.iter().zip(plans.iter_mut()) {
-        let may_widen: Vec<bool> =
-            std::iter::repeat_n(false, usize::from(plan.rowid_fallback))
-                .chain(plan.copied().map(|c| {
-                    !c.identity && !is_overridden(&config.columns, &plan.source, &c.source)
-                }))
-                .collect();
-        let misfit = outcomes.iter().filter(|o| o.table == plan.source).any(|o| {
-            o.misfits
-                .iter()
-                .zip(&may_widen)
-                .any(|(&n, &widen)| n > 0 && widen)
+        // The quarantine, not this run's outcomes: a range committed by an interrupted earlier
+        // run counts too.
+        let misfits = load
+            .runtime
+            .block_on(snapshot_misfit_columns(load.client, &plan.source))?;
+        let widens = misfits.iter().any(|name| {
+            plan.copied().any(|c| {
+                &c.source == name
+                    && !c.identity
+                    && !is_overridden(&config.columns, &plan.source, &c.source)
+            })
         });
-        if !misfit {
+        if !widens {
             continue;
         }
         let mut full = profiled_plan(config, opts, load.source, load.conn, table)?;
@@ -434,6 +435,7 @@ fn select_tables(schema: &Schema, names: Option<&[String]>) -> Result<Vec<Table>
 
 /// Creates the state schema and every target table that is not already loading from this same
 /// source snapshot; refuses tables sqlite2pg did not create unless `--drop-existing`.
+///
 /// A table this same source snapshot already created is kept (its loaded ranges too) when it
 /// holds the planned types; when it does not (an earlier run widened it after values did not fit
 /// their declared types), the table is planned from its values, which gives those types again.

@@ -250,6 +250,19 @@ pub async fn finish_load(client: &Client, schema: &str, table: &str) -> Result<(
     Ok(())
 }
 
+/// Source columns with values the snapshot quarantined from `source_table` (committed with their
+/// ranges, so this survives a crash).
+pub async fn snapshot_misfit_columns(client: &Client, source_table: &str) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT column_name FROM sqlite2pg.quarantine WHERE stage = 'snapshot' AND table_name = $1",
+            &[&source_table],
+        )
+        .await
+        .map_err(err("read quarantined columns", Some(source_table)))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Range starts already committed for `table`.
 pub async fn ranges_done(client: &Client, schema: &str, table: &str) -> Result<Vec<i64>> {
     let rows = client
