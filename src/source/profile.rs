@@ -112,18 +112,7 @@ pub fn profile_table(
     let ladders: Vec<(Vec<Step>, bool)> = table
         .columns
         .iter()
-        .map(
-            |c| match overrides.get(&format!("{}.{}", table.name, c.name).to_lowercase()) {
-                Some(ty) => (
-                    vec![Step {
-                        ty: ty.clone(),
-                        rule: StepRule::Always,
-                    }],
-                    true,
-                ),
-                None => (ladder(&c.declared_type), false),
-            },
-        )
+        .map(|c| column_ladder(table, &c.name, &c.declared_type, overrides))
         .collect();
     let keys = key_columns(table);
     let (rows, tallies) =
@@ -160,7 +149,11 @@ pub fn declared_profile(table: &Table, overrides: &ColumnOverrides, rows: u64) -
         .columns
         .iter()
         .map(|c| {
-            let (step, overridden) = first_candidate(table, &c.name, &c.declared_type, overrides);
+            let (ladder, overridden) = column_ladder(table, &c.name, &c.declared_type, overrides);
+            let step = ladder
+                .into_iter()
+                .next()
+                .expect("every ladder has a first step");
             ColumnProfile {
                 name: c.name.clone(),
                 declared_type: c.declared_type.clone(),
@@ -193,28 +186,23 @@ pub fn is_overridden(overrides: &ColumnOverrides, table: &str, column: &str) -> 
     overrides.contains_key(&format!("{table}.{column}").to_lowercase())
 }
 
-/// A column's first candidate type, and whether the config chose it.
-fn first_candidate(
+/// A column's candidate types (the config's override alone, or the declared type's ladder), and
+/// whether the config chose them.
+fn column_ladder(
     table: &Table,
     column: &str,
     declared: &str,
     overrides: &ColumnOverrides,
-) -> (Step, bool) {
+) -> (Vec<Step>, bool) {
     match overrides.get(&format!("{}.{}", table.name, column).to_lowercase()) {
         Some(ty) => (
-            Step {
+            vec![Step {
                 ty: ty.clone(),
                 rule: StepRule::Always,
-            },
+            }],
             true,
         ),
-        None => (
-            ladder(declared)
-                .into_iter()
-                .next()
-                .expect("every ladder has a first step"),
-            false,
-        ),
+        None => (ladder(declared), false),
     }
 }
 
