@@ -184,16 +184,29 @@ fn declared_plans(
                     source: e,
                 }
             })?;
-            let profile = declared_profile(table, &config.columns, rows);
-            plan_table(
+            plan_of(
+                config,
+                opts,
                 table,
-                &profile,
-                opts.keep_case,
-                opts.allow_rowid_key,
-                config.convert,
+                &declared_profile(table, &config.columns, rows),
             )
         })
         .collect()
+}
+
+fn plan_of(
+    config: &Config,
+    opts: &SnapshotOptions,
+    table: &Table,
+    profile: &crate::source::profile::TableProfile,
+) -> Result<TablePlan> {
+    plan_table(
+        table,
+        profile,
+        opts.keep_case,
+        opts.allow_rowid_key,
+        config.convert,
+    )
 }
 
 /// The plan of a table from the profile of its stored values (the ladder's first type every
@@ -206,13 +219,7 @@ fn profiled_plan(
     table: &Table,
 ) -> Result<TablePlan> {
     let profile = profile_table(conn, &source.file, table, &config.columns, config.convert)?;
-    plan_table(
-        table,
-        &profile,
-        opts.keep_case,
-        opts.allow_rowid_key,
-        config.convert,
-    )
+    plan_of(config, opts, table, &profile)
 }
 
 /// What a copy needs besides the plans.
