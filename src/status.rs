@@ -283,3 +283,29 @@ pub fn render_status(s: &Status) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::process_alive;
+
+    /// A sync or cutover that died but was not reaped yet (a zombie, e.g. a test's child) must
+    /// count as dead: the other side of the cutover handover would wait for it otherwise.
+    #[test]
+    fn a_zombie_process_is_not_alive() {
+        assert!(process_alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_alive(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the exited child still counts as alive"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        assert!(zombie.contains(") Z"), "not reaped yet: {zombie}");
+        child.wait().unwrap();
+        assert!(!process_alive(pid));
+    }
+}
