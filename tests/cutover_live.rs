@@ -1,7 +1,8 @@
 //! Issue 6: `cutover` while `sync` runs (both as the real binary, under a live writer). The
 //! running sync pauses for the cutover through the state directory (`cutover::handover`): a
 //! completed cutover stops it (exit 0 by itself); an aborted one, or one that died, lets the
-//! same sync process resume and keep following the application.
+//! same sync process resume and keep following the application; a sync that dies while cutover
+//! waits lets the cutover go on.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -232,4 +233,44 @@ fn a_sync_paused_for_a_cutover_that_dies_resumes_by_itself() {
     );
     assert_sync_follows(&src, &db, "after a dead cutover");
     stop_and_diff(sync, writer, &src, &db);
+}
+
+/// A sync that dies while cutover waits for it to pause must not make cutover wait out its
+/// bound: here the "sync" is a process that never answers (its heartbeat says running), and
+/// cutover goes on as with sync stopped once that process is gone.
+#[test]
+fn a_sync_that_dies_while_cutover_waits_lets_the_cutover_go_on() {
+    let dir = temp_dir();
+    let db = TestDb::new();
+    let src = prepared(dir.path(), &db);
+    let state_dir = src.with_file_name("app.db.sqlite2pg");
+    let mut silent = Command::new("sleep").arg("60").spawn().unwrap();
+    sqlite2pg::status::write_heartbeat(&state_dir, "now", "running", &Default::default()).unwrap();
+    let beat = state_dir.join("sync-heartbeat.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&beat).unwrap()).unwrap();
+    json["pid"] = silent.id().into();
+    std::fs::write(&beat, json.to_string()).unwrap();
+    let cutover = Command::new(env!("CARGO_BIN_EXE_sqlite2pg"))
+        .args(["--source", src.to_str().unwrap(), "cutover"])
+        .env("SQLITE2PG_TARGET", db.url_string())
+        .env_remove("DATABASE_URL")
+        .env_remove(fault::FAULT_ENV)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "cutover asks the sync", || {
+        request_file(&src).exists()
+    });
+    silent.kill().unwrap();
+    silent.wait().unwrap();
+    let out = cutover.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!request_file(&src).exists(), "the request is withdrawn");
+    assert_identical(&src, &db);
 }

@@ -1,4 +1,5 @@
-//! `sqlite2pg cutover`: the switch. With sync stopped, it drains what is pending, then freezes
+//! `sqlite2pg cutover`: the switch. A running sync is first asked to pause and close the change
+//! log (`handover`); then, as with sync stopped, it drains what is pending, then freezes
 //! the application's writers by taking SQLite's write lock (`BEGIN IMMEDIATE`; writers wait on
 //! their busy timeout instead of writing), drains the last changes, proves from PostgreSQL's
 //! committed position that everything up to the final change is applied, checks row counts,
