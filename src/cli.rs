@@ -7,10 +7,11 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::check::{render_text, run_check, CheckOptions};
 use crate::config::{Config, GlobalFlags, LogFormat};
+use crate::cutover::handover::{run_sync_handing_over, SyncEnd};
 use crate::demo::{run_demo, DemoOptions};
 use crate::diff::{render_html, render_text as diff_text, run_diff, DiffOptions};
 use crate::error::{Error, Result, EXIT_OK};
-use crate::pipeline::{run_sync, SyncOptions, SyncStatus};
+use crate::pipeline::{SyncOptions, SyncStatus};
 use crate::sample_app;
 use crate::snapshot::{render_summary, run_snapshot, LoadProgress, SnapshotOptions};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -103,11 +104,13 @@ pub enum Command {
     /// JSON or a self-contained HTML sign-off page. Exit 0 when identical, 3 when not.
     Diff(DiffArgs),
     /// Follow every committed SQLite change into PostgreSQL, exactly once, until stopped
-    /// (SIGINT/SIGTERM: finish the batch, exit 0) or, with --catch-up, until caught up.
+    /// (SIGINT/SIGTERM: finish the batch, exit 0), with --catch-up until caught up, or until a
+    /// cutover completes (it pauses for a cutover, and resumes when that one aborts).
     Sync(SyncArgs),
-    /// The switch: with sync stopped, drain, freeze SQLite writers (BEGIN IMMEDIATE), drain the
-    /// last changes, verify counts, move identities, fence SQLite so later writes fail loudly,
-    /// release; prints the pause in milliseconds.
+    /// The switch: pause a running sync (if one runs), drain, freeze SQLite writers (BEGIN
+    /// IMMEDIATE), drain the last changes, verify counts, move identities, fence SQLite so later
+    /// writes fail loudly, release; prints the pause in milliseconds. A running sync then exits
+    /// (or resumes when the cutover aborted).
     Cutover(CutoverArgs),
     /// Where every stage stands (snapshot, sync, apply, verification, quarantine, cutover), from
     /// durable state: works while sync runs elsewhere and after it died.
@@ -467,7 +470,7 @@ fn sync(config: &Config, args: SyncArgs) -> Result<i32> {
         batch_changes: args.batch_size.max(1),
         ..SyncOptions::default()
     };
-    let status = run_sync(config, &opts, &STOP, &|s: &SyncStatus| {
+    let ended = run_sync_handing_over(config, &opts, &STOP, &|s: &SyncStatus| {
         eprintln!(
             "sync: applied seq {} · lag {} changes / {:.2} s · {} changes in {} batches ({:.0}/s) · {} quarantined",
             s.applied_seq, s.lag_changes, s.lag_seconds, s.changes_applied, s.batches, s.changes_per_second, s.quarantined
@@ -477,7 +480,17 @@ fn sync(config: &Config, args: SyncArgs) -> Result<i32> {
     if let Some(server) = server {
         let _ = server.join();
     }
-    let status = status?;
+    let status = match ended? {
+        SyncEnd::Stopped(status) => status,
+        SyncEnd::CutOver { status, reported } => {
+            if reported {
+                eprintln!("cutover completed; sync stopped");
+            } else {
+                eprintln!("SQLite was fenced by a cutover that did not finish its report: run `sqlite2pg cutover` again to finish it; sync stopped");
+            }
+            status
+        }
+    };
     println!(
         "{}",
         serde_json::to_string(&status).expect("sync status always serialises")

@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::cutover::handover::{CutoverRequest, PAUSED};
 use crate::error::{Error, Result};
 use crate::pipeline::SyncStatus;
 
@@ -24,9 +25,12 @@ pub struct Heartbeat {
     pub updated_at: String,
     /// Unix seconds of `updated_at`.
     pub updated_unix: f64,
-    /// `running` or `stopped` (a clean exit).
+    /// `running`, `paused for cutover` (see `cutover::handover`) or `stopped` (a clean exit).
     pub state: String,
     pub status: SyncStatus,
+    /// While paused: the cutover request this sync paused for (its acknowledgement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_for: Option<CutoverRequest>,
 }
 
 fn now_unix() -> f64 {
@@ -42,6 +46,26 @@ pub fn write_heartbeat(
     state: &str,
     status: &SyncStatus,
 ) -> Result<()> {
+    write_beat(state_dir, started_at, state, status, None)
+}
+
+/// Writes the heartbeat of a sync paused for `request`: the acknowledgement cutover waits for.
+pub(crate) fn write_paused_heartbeat(
+    state_dir: &Path,
+    started_at: &str,
+    status: &SyncStatus,
+    request: &CutoverRequest,
+) -> Result<()> {
+    write_beat(state_dir, started_at, PAUSED, status, Some(request.clone()))
+}
+
+fn write_beat(
+    state_dir: &Path,
+    started_at: &str,
+    state: &str,
+    status: &SyncStatus,
+    paused_for: Option<CutoverRequest>,
+) -> Result<()> {
     let beat = Heartbeat {
         pid: std::process::id(),
         started_at: started_at.to_string(),
@@ -49,6 +73,7 @@ pub fn write_heartbeat(
         updated_unix: now_unix(),
         state: state.to_string(),
         status: status.clone(),
+        paused_for,
     };
     let path = state_dir.join(HEARTBEAT_FILE);
     let tmp = path.with_extension("json.tmp");
@@ -70,7 +95,7 @@ pub fn write_heartbeat(
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SyncReport {
-    /// `never ran`, `running`, `stuck`, `stopped` or `died`.
+    /// `never ran`, `running`, `paused for cutover`, `stuck`, `stopped` or `died`.
     pub state: String,
     pub heartbeat: Option<Heartbeat>,
     pub applied_seq: Option<i64>,
@@ -92,18 +117,33 @@ pub struct Status {
     pub fenced_at: Option<String>,
 }
 
-/// Is process `pid` alive? (signal 0 checks without sending anything)
-fn alive(pid: u32) -> bool {
+/// Is process `pid` alive? (signal 0 checks without sending anything; a zombie — dead, not yet
+/// reaped by its parent — counts as dead.)
+pub(crate) fn process_alive(pid: u32) -> bool {
     // SAFETY: kill with signal 0 only checks that the process exists and may be signalled.
-    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+    let exists = unsafe { libc::kill(pid as libc::pid_t, 0) == 0 };
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    });
+    exists && !zombie
+}
+
+/// The sync heartbeat in `state_dir`, if one is there and readable.
+pub(crate) fn read_heartbeat(state_dir: &Path) -> Option<Heartbeat> {
+    std::fs::read(state_dir.join(HEARTBEAT_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 fn sync_state(beat: &Option<Heartbeat>) -> String {
     match beat {
         None => "never ran".into(),
         Some(b) if b.state == "stopped" => "stopped".into(),
-        Some(b) if !alive(b.pid) => "died".into(),
+        Some(b) if !process_alive(b.pid) => "died".into(),
         Some(b) if now_unix() - b.updated_unix > STALE_AFTER_SECONDS => "stuck".into(),
+        Some(b) if b.state == PAUSED => PAUSED.into(),
         Some(_) => "running".into(),
     }
 }
@@ -111,9 +151,7 @@ fn sync_state(beat: &Option<Heartbeat>) -> String {
 pub fn read_status(config: &Config) -> Result<Status> {
     let state_dir = config.state_dir()?;
     let snapshot = crate::snapshot::read_snapshot_record(&state_dir)?;
-    let heartbeat: Option<Heartbeat> = std::fs::read(state_dir.join(HEARTBEAT_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let heartbeat = read_heartbeat(&state_dir);
     let source = match config.source.as_deref() {
         Some(path) if path.exists() => crate::source::open_read_only(path).ok(),
         _ => None,
@@ -203,6 +241,12 @@ pub fn render_status(s: &Status) -> String {
             " (pid {}, last heartbeat {})",
             b.pid, b.updated_at
         ));
+        if let Some(r) = b.paused_for.as_ref().filter(|_| sync.state == PAUSED) {
+            out.push_str(&format!(
+                "; cutover pid {} asked at {}",
+                r.pid, r.requested_at
+            ));
+        }
     }
     out.push('\n');
     if let Some(a) = sync.applied_seq {
@@ -238,4 +282,30 @@ pub fn render_status(s: &Status) -> String {
         )),
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_alive;
+
+    /// A sync or cutover that died but was not reaped yet (a zombie, e.g. a test's child) must
+    /// count as dead: the other side of the cutover handover would wait for it otherwise.
+    #[test]
+    fn a_zombie_process_is_not_alive() {
+        assert!(process_alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_alive(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the exited child still counts as alive"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        assert!(zombie.contains(") Z"), "not reaped yet: {zombie}");
+        child.wait().unwrap();
+        assert!(!process_alive(pid));
+    }
 }

@@ -14,7 +14,7 @@ use crate::support::pg::TestDb;
 use crate::support::{temp_dir, wait_until};
 use crate::sync::{assert_identical, catch_up, config};
 
-fn prepared(dir: &Path, db: &TestDb) -> std::path::PathBuf {
+pub fn prepared(dir: &Path, db: &TestDb) -> std::path::PathBuf {
     let src = dir.join("app.db");
     generate(
         &src,

@@ -9,6 +9,7 @@ mod cli;
 mod copy_binary;
 mod cutover;
 mod cutover_crash;
+mod cutover_live;
 mod diff;
 mod metrics;
 mod roundtrip;

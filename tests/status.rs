@@ -9,7 +9,7 @@ use crate::snapshot::{options, snapshot};
 use crate::support::pg::TestDb;
 use crate::support::{temp_dir, wait_until};
 
-fn status(src: &Path, db: &TestDb) -> serde_json::Value {
+pub fn status(src: &Path, db: &TestDb) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_sqlite2pg"))
         .args(["--source", src.to_str().unwrap(), "status", "--json"])
         .env("SQLITE2PG_TARGET", db.url_string())

@@ -1,4 +1,5 @@
-//! `sqlite2pg cutover`: the switch. With sync stopped, it drains what is pending, then freezes
+//! `sqlite2pg cutover`: the switch. A running sync is first asked to pause and close the change
+//! log (`handover`); then, as with sync stopped, it drains what is pending, then freezes
 //! the application's writers by taking SQLite's write lock (`BEGIN IMMEDIATE`; writers wait on
 //! their busy timeout instead of writing), drains the last changes, proves from PostgreSQL's
 //! committed position that everything up to the final change is applied, checks row counts,
@@ -16,6 +17,7 @@
 //! cutover that is not. Each boundary has a fault point (`fault::CUTOVER_*`) and a crash test.
 
 mod fence;
+pub mod handover;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -99,12 +101,15 @@ fn source_err<'p>(path: &'p Path, op: &'static str) -> impl Fn(rusqlite::Error) 
     }
 }
 
+/// Runs the cutover. A running sync is asked to pause first (see `handover`); it stops or
+/// resumes when this returns, after the change log is closed (`_paused` is dropped last).
 pub fn run_cutover(config: &Config, opts: &CutoverOptions) -> Result<CutoverReport> {
+    let state_dir = config.ensure_state_dir()?;
+    let _paused = handover::pause_running_sync(&state_dir)?;
     let mut setup = prepare(config).map_err(|e| match e {
-        Error::ChangeLog { op: "open", .. } => data_err("sync is running (it holds the change log): stop it (SIGTERM) and run cutover, which drains itself"),
+        Error::ChangeLog { op: "open", .. } => data_err(format!("the change log is held by a process with no live sync heartbeat in {}: stop it and run cutover, which drains itself", state_dir.display())),
         other => other,
     })?;
-    let state_dir = config.ensure_state_dir()?;
     let fenced = fence::read_fence(&open_read_only(&setup.path)?, &setup.path)?;
     if let Some(record) = fenced {
         return finish_fenced(&mut setup, opts, &state_dir, record);
