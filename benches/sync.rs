@@ -627,15 +627,28 @@ impl Prober {
         Prober { conn }
     }
 
-    /// Writes probe `n`; returns the instant its commit returned.
+    /// Writes probe `n`; returns the instant its commit returned. SQLite's busy handler is not
+    /// fair: on a shared 2-core machine, with the writer at 5k transactions/s, a probe can wait
+    /// past its 5 s busy timeout; it then tries again (a few times) instead of ending the run.
     fn write(&self, n: u64) -> Instant {
         let value = format!("{{\"n\": {n}}}");
-        self.conn
-            .execute(
+        for attempt in 1.. {
+            let written = self.conn.execute(
                 "INSERT OR REPLACE INTO app_state (key, value) VALUES (?1, ?2)",
                 (PROBE_KEY, &value),
-            )
-            .expect("write a probe");
+            );
+            match written {
+                Ok(_) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && attempt < 5 =>
+                {
+                    eprintln!(
+                        "probe {n}: SQLite stayed locked past the busy timeout; trying again"
+                    );
+                }
+                Err(e) => panic!("write probe {n}: {e}"),
+            }
+        }
         Instant::now()
     }
 }
