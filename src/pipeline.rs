@@ -208,7 +208,9 @@ pub(crate) fn prepare(config: &Config) -> Result<SyncSetup> {
 
 /// Captures everything committed in SQLite up to change `until` and applies it, on the calling
 /// thread (writers that keep writing do not make it chase them); `deadline` bounds it
-/// (cutover's freeze). Returns the position PostgreSQL committed and the changes applied.
+/// (cutover's freeze). Every applied key is verified like sync's continuous verification; a
+/// mismatch is an error (cutover must not switch onto it). Returns the position PostgreSQL
+/// committed and the changes applied.
 pub(crate) fn drain(
     setup: &mut SyncSetup,
     capturer: &mut Capturer,
@@ -267,6 +269,44 @@ pub(crate) fn drain(
         setup.log.trim_through(through.end_seq)?;
         applied = through.end_seq;
         total += stats.changes;
+        let mismatches = setup.runtime.block_on(verify_changes(
+            &mut setup.client,
+            &config.schema,
+            &setup.apply_tables,
+            &changes,
+            config.convert,
+        ))?;
+        if let Some(m) = mismatches.first() {
+            // Before the freeze the keys go back into the source's change table, so the sync
+            // that resumes after this refusal repairs them; while frozen, this process holds
+            // SQLite's write lock in the transaction the abort rolls back, so the error names
+            // them for `diff` instead.
+            if deadline.is_none() {
+                let path = config.require_source()?;
+                let conn = crate::source::open_read_write(path)?;
+                for m in &mismatches {
+                    requeue(&conn, path, &m.table, &m.key)?;
+                }
+            }
+            return Err(Error::Data {
+                table: m.table.clone(),
+                reason: format!(
+                    "{} applied row(s) do not match their source images (first: key {}: {}); PostgreSQL was changed behind sync's back or apply is wrong, so the cutover stops{}",
+                    mismatches.len(),
+                    m.key
+                        .iter()
+                        .map(|v| crate::convert::render(v.as_ref()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    m.detail,
+                    if deadline.is_none() {
+                        "; the keys were re-enqueued, so a sync repairs them"
+                    } else {
+                        "; run `sqlite2pg diff` to see them"
+                    }
+                ),
+            });
+        }
         past("applying")?;
     }
 }

@@ -223,3 +223,59 @@ pub fn cli(src: &Path, db: &TestDb, args: &[&str], fault: Option<&str>) -> std::
     }
     cmd.output().expect("run sqlite2pg")
 }
+
+/// A row PostgreSQL changes behind sync's back (here a trigger in the target) fails the key
+/// verification of cutover's drain: the cutover stops naming the table and key, SQLite stays the
+/// system of record, and the key is re-enqueued so the next sync repairs it.
+#[test]
+fn a_row_changed_behind_syncs_back_stops_the_cutover() {
+    let dir = temp_dir();
+    let db = TestDb::new();
+    let src = prepared(dir.path(), &db);
+    block_on(async {
+        db.client()
+            .await
+            .batch_execute(
+                "CREATE FUNCTION tamper() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF NEW.display_name = 'checked' THEN NEW.display_name := 'tampered'; END IF; RETURN NEW; END $$; \
+                 CREATE TRIGGER tamper BEFORE INSERT OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION tamper();",
+            )
+            .await
+            .unwrap()
+    });
+    let app = Connection::open(&src).unwrap();
+    app.execute_batch("UPDATE users SET display_name = 'checked' WHERE id = 3")
+        .unwrap();
+    let err = run_cutover(
+        &config(&src, &db),
+        &CutoverOptions {
+            max_pause: Duration::from_secs(5),
+            max_lag: 100_000,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("users") && err.contains("key 3") && err.contains("re-enqueued"),
+        "{err}"
+    );
+    let fence: i64 = app
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND sql LIKE '%RAISE%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(fence, 0, "no fence: SQLite is still the system of record");
+    app.execute_batch("UPDATE users SET locale = 'fr' WHERE id = 4")
+        .expect("writes still work");
+    block_on(async {
+        db.client()
+            .await
+            .batch_execute("DROP TRIGGER tamper ON users")
+            .await
+            .unwrap()
+    });
+    catch_up(&src, &db);
+    assert_identical(&src, &db);
+}
