@@ -514,8 +514,8 @@ fn status_text(status: ExitStatus) -> String {
 }
 
 /// Our snapshot's phases, from the state files and the JSON log: the backup (copy, then its record),
-/// planning and DDL until the first COPY starts, the COPY (with the backup's quick_check on its
-/// own thread, joined at the end), then keys, indexes, ANALYZE, foreign keys and views. Boundaries are ±a few ms (process start, log timestamps).
+/// planning and DDL until the first COPY starts, the COPY, then keys, indexes, ANALYZE, foreign
+/// keys and views (the backup's blake3 and quick_check run beside the last two at low priority). Boundaries are ±a few ms (process start, log timestamps).
 fn ours_phases(state: &Path, log: &str, t0: SystemTime, wall: f64) -> Vec<(&'static str, f64)> {
     let since_t0 = |t: SystemTime| t.duration_since(t0).map_or(0.0, |d| d.as_secs_f64());
     let record = read_json(&state.join("snapshot.json"));
@@ -538,10 +538,7 @@ fn ours_phases(state: &Path, log: &str, t0: SystemTime, wall: f64) -> Vec<(&'sta
         ("backup: backup API copy", written),
         ("backup: close it, write snapshot.json", verified - written),
         ("plan + schema + DDL", copy_start - verified),
-        (
-            "COPY BINARY (2 workers; the backup's quick_check beside it)",
-            load - copy_start,
-        ),
+        ("COPY BINARY (2 workers)", load - copy_start),
         ("keys, indexes, FKs, views, ANALYZE", total - load),
         ("process start and exit", wall - total),
     ]

@@ -128,7 +128,6 @@ pub fn run_snapshot(
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         result
     })?;
-    source.verified()?;
     let load_seconds = started.elapsed().as_secs_f64();
     for p in &plans {
         runtime.block_on(finish_load(&client, &config.schema, &p.target))?;
@@ -145,6 +144,7 @@ pub fn run_snapshot(
         &schema,
         &plans,
     ))?;
+    source.verified()?;
     let mut report = runtime.block_on(report::build(
         &client,
         config,
