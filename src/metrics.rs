@@ -72,7 +72,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let inner = self.inner.lock().expect("metrics lock");
         let s = &inner.status;
-        let gauges: [(&str, &str, f64); 4] = [
+        let gauges: [(&str, &str, f64); 7] = [
             (
                 "sqlite2pg_lag_seconds",
                 "Seconds since the oldest unapplied change was committed in SQLite (0 when idle).",
@@ -92,6 +92,21 @@ impl Metrics {
                 "sqlite2pg_applied_seq",
                 "Change sequence PostgreSQL committed (sqlite2pg.sync_state).",
                 s.applied_seq as f64,
+            ),
+            (
+                "sqlite2pg_change_log_changes",
+                "Changes waiting in the change log (trimmed once PostgreSQL committed them).",
+                s.change_log_changes as f64,
+            ),
+            (
+                "sqlite2pg_change_log_bytes",
+                "Size of the change log on disk.",
+                s.change_log_bytes as f64,
+            ),
+            (
+                "sqlite2pg_source_wal_bytes",
+                "Size of the source database's -wal file.",
+                s.source_wal_bytes as f64,
             ),
         ];
         let counters: [(&str, &str, u64); 5] = [
@@ -131,6 +146,13 @@ impl Metrics {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
             ));
+        }
+        let t = "sqlite2pg_table_rows_applied_total";
+        out.push_str(&format!(
+            "# HELP {t} Rows upserted or deleted in PostgreSQL per source table.\n# TYPE {t} counter\n"
+        ));
+        for (table, rows) in &s.applied_per_table {
+            out.push_str(&format!("{t}{{table=\"{}\"}} {rows}\n", label_value(table)));
         }
         let h = "sqlite2pg_apply_batch_seconds";
         out.push_str(&format!("# HELP {h} Duration of apply batches (one PostgreSQL transaction each).\n# TYPE {h} histogram\n"));
@@ -202,4 +224,11 @@ pub fn serve(
             }
         }
     }))
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label_value(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -78,6 +78,18 @@ pub struct SyncStatus {
     /// Applied rows whose PostgreSQL copy did not match the source image when re-read right
     /// after the batch (each is re-enqueued and applied again).
     pub verification_mismatches: u64,
+    /// Rows upserted or deleted in PostgreSQL per source table, since this sync started.
+    #[serde(default)]
+    pub applied_per_table: std::collections::BTreeMap<String, u64>,
+    /// Changes (after coalescing) waiting in the change log, and its size on disk.
+    #[serde(default)]
+    pub change_log_changes: u64,
+    #[serde(default)]
+    pub change_log_bytes: u64,
+    /// Size of the source's `-wal` file (0 when it has none): a WAL that keeps growing means the
+    /// application's checkpoints cannot complete.
+    #[serde(default)]
+    pub source_wal_bytes: u64,
 }
 
 /// Runs sync until `stop` is set (or, with `catch_up`, until caught up).
@@ -437,6 +449,7 @@ async fn apply_loop(
         applied_seq: sync_position(&*client).await?.unwrap_or(0) as u64,
         ..SyncStatus::default()
     };
+    measure_sizes(&mut status, ctx);
     crate::status::write_heartbeat(&state_dir, &started_at, "running", &status)?;
     let mut last_report = Instant::now();
     let mut tables = ctx.tables.to_vec();
@@ -448,6 +461,7 @@ async fn apply_loop(
             m.publish(&status);
         }
         if last_report.elapsed() >= Duration::from_secs(2) {
+            measure_sizes(&mut status, ctx);
             (ctx.on_status)(&status);
             crate::status::write_heartbeat(&state_dir, &started_at, "running", &status)?;
             last_report = Instant::now();
@@ -531,6 +545,9 @@ async fn apply_loop(
         status.batches += 1;
         status.changes_applied += stats.changes;
         status.quarantined += stats.quarantined;
+        for (table, rows) in &stats.per_table {
+            *status.applied_per_table.entry(table.clone()).or_default() += rows;
+        }
         if let Some(m) = &ctx.opts.metrics {
             m.observe_batch(batch_started.elapsed().as_secs_f64());
             m.publish(&status);
@@ -664,6 +681,19 @@ fn batch_end(bounds: &[Boundary], max: usize) -> Boundary {
         end = *b;
     }
     end
+}
+
+/// The change log's and the source WAL's sizes, for status and metrics.
+fn measure_sizes(status: &mut SyncStatus, ctx: &ApplyContext<'_>) {
+    if let Ok(size) = ctx.log.size() {
+        status.change_log_changes = size.changes;
+        status.change_log_bytes = size.disk_bytes;
+    }
+    if let Ok(source) = ctx.config.require_source() {
+        let mut wal = source.as_os_str().to_owned();
+        wal.push("-wal");
+        status.source_wal_bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    }
 }
 
 fn update_lag(

@@ -82,6 +82,24 @@ fn metrics_move_as_the_writer_writes_and_healthz_answers() {
     assert!(metric(&body, "sqlite2pg_batches_total").unwrap() > 0.0);
     assert!(metric(&body, "sqlite2pg_apply_batch_seconds_count").unwrap() > 0.0);
     assert!(body.contains("# TYPE sqlite2pg_lag_seconds gauge"));
+    assert!(
+        metric(&body, "sqlite2pg_table_rows_applied_total{table=\"jobs\"}").unwrap() > 0.0,
+        "{body}"
+    );
+    assert!(
+        metric(&body, "sqlite2pg_source_wal_bytes").unwrap() > 0.0,
+        "{body}"
+    );
+    assert!(body.contains("# TYPE sqlite2pg_change_log_changes gauge"));
+    wait_until(
+        Duration::from_secs(10),
+        "the change log's size is measured",
+        || {
+            get(&addr, "/metrics")
+                .and_then(|b| metric(&b, "sqlite2pg_change_log_bytes"))
+                .is_some_and(|n| n > 0.0)
+        },
+    );
     writer.stop().unwrap();
     let health = get(&addr, "/healthz").unwrap();
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
