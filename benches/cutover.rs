@@ -216,6 +216,7 @@ fn run_once(
     let opts = CutoverOptions {
         max_pause: DEFAULT_MAX_PAUSE,
         max_lag: DEFAULT_MAX_LAG,
+        full_verify: false,
     };
     let report = run_cutover(&config, &opts).expect("cutover");
     std::thread::sleep(FENCE_GRACE);

@@ -201,6 +201,10 @@ pub struct CutoverArgs {
     /// Refuse to freeze when more changes than this are not yet applied.
     #[arg(long, default_value_t = crate::cutover::DEFAULT_MAX_LAG)]
     pub max_lag: u64,
+    /// While writers are frozen, also diff every row of every table (the HTML sign-off report
+    /// goes to the state directory); any difference aborts. Raise --max-pause-ms to cover it.
+    #[arg(long)]
+    pub full_verify: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -506,6 +510,7 @@ fn cutover(config: &Config, args: CutoverArgs) -> Result<i32> {
     let opts = crate::cutover::CutoverOptions {
         max_pause: std::time::Duration::from_millis(args.max_pause_ms),
         max_lag: args.max_lag,
+        full_verify: args.full_verify,
     };
     let report = crate::cutover::run_cutover(config, &opts)?;
     for t in &report.tables {
@@ -520,6 +525,13 @@ fn cutover(config: &Config, args: CutoverArgs) -> Result<i32> {
             "cutover done: completed after an interrupted run that had fenced SQLite at {} (final change {}, checked against PostgreSQL); that run's pause was not recorded",
             report.fenced_at, report.final_seq
         ),
+    }
+    if let Some(full) = &report.full_diff {
+        println!(
+            "full diff while frozen: identical (fingerprint {}); sign-off report: {}",
+            full.fingerprint,
+            full.html.display()
+        );
     }
     Ok(EXIT_OK)
 }

@@ -50,6 +50,7 @@ fn cutover_under_a_live_writer_freezes_drains_fences_and_reports_the_pause() {
         &CutoverOptions {
             max_pause: Duration::from_secs(5),
             max_lag: 100_000,
+            full_verify: false,
         },
     )
     .expect("cutover");
@@ -122,6 +123,7 @@ fn a_cutover_over_its_pause_bound_aborts_and_leaves_sqlite_untouched() {
         &CutoverOptions {
             max_pause: Duration::from_millis(1),
             max_lag: 100_000,
+            full_verify: false,
         },
     )
     .unwrap_err();
@@ -159,6 +161,7 @@ fn hold_lock(
 const PAUSE_1500_MS: CutoverOptions = CutoverOptions {
     max_pause: Duration::from_millis(1500),
     max_lag: 100_000,
+    full_verify: false,
 };
 
 /// A lock held in PostgreSQL must not hold the application's writers past the pause bound: the
@@ -251,6 +254,7 @@ fn a_row_changed_behind_syncs_back_stops_the_cutover() {
         &CutoverOptions {
             max_pause: Duration::from_secs(5),
             max_lag: 100_000,
+            full_verify: false,
         },
     )
     .unwrap_err()
@@ -278,4 +282,43 @@ fn a_row_changed_behind_syncs_back_stops_the_cutover() {
     });
     catch_up(&src, &db);
     assert_identical(&src, &db);
+}
+
+/// `--full-verify`: the diff of every row runs while writers are frozen; identical → its HTML
+/// sign-off report is in the state directory and named by the report; a row changed in
+/// PostgreSQL behind sync's back (row counts still equal, no change captured for it) aborts the
+/// cutover and leaves SQLite unfenced.
+#[test]
+fn full_verify_diffs_every_row_while_frozen_and_aborts_on_a_difference() {
+    let dir = temp_dir();
+    let db = TestDb::new();
+    let src = prepared(dir.path(), &db);
+    let opts = CutoverOptions {
+        max_pause: Duration::from_secs(30),
+        max_lag: 100_000,
+        full_verify: true,
+    };
+    block_on(async {
+        db.client()
+            .await
+            .batch_execute("UPDATE users SET locale = 'tampered' WHERE id = 2")
+            .await
+            .unwrap()
+    });
+    let err = run_cutover(&config(&src, &db), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("full diff found differences"), "{err}");
+    let app = Connection::open(&src).unwrap();
+    app.execute_batch("UPDATE users SET locale = 'de' WHERE id = 2")
+        .expect("not fenced: SQLite still takes writes");
+    catch_up(&src, &db);
+    let report = run_cutover(&config(&src, &db), &opts).expect("cutover");
+    let full = report.full_diff.expect("--full-verify reports its diff");
+    let html = std::fs::read_to_string(&full.html).unwrap();
+    assert!(html.contains("IDENTICAL"), "{}", full.html.display());
+    assert!(report.freeze_steps.iter().any(|s| s.step == "verified"));
+    assert!(app
+        .execute_batch("UPDATE users SET locale = 'x' WHERE id = 2")
+        .is_err());
 }

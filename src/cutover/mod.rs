@@ -19,7 +19,7 @@
 mod fence;
 pub mod handover;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -48,6 +48,8 @@ pub const REPORT_FILE: &str = "cutover-report.json";
 pub struct CutoverOptions {
     pub max_pause: Duration,
     pub max_lag: u64,
+    /// Diff every row of every table while frozen (`--full-verify`); any difference aborts.
+    pub full_verify: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,6 +64,15 @@ pub struct TableCount {
 pub struct FreezeStep {
     pub step: String,
     pub ms: f64,
+}
+
+/// What `--full-verify` compared: every row, identical.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FullDiff {
+    /// The diff's whole-database fingerprint.
+    pub fingerprint: String,
+    /// The HTML sign-off report.
+    pub html: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,6 +94,9 @@ pub struct CutoverReport {
     pub freeze_steps: Vec<FreezeStep>,
     /// True when this run completed a cutover interrupted after SQLite was fenced.
     pub resumed: bool,
+    /// `--full-verify`'s diff, when asked for.
+    #[serde(default)]
+    pub full_diff: Option<FullDiff>,
 }
 
 fn data_err(reason: impl Into<String>) -> Error {
@@ -183,11 +197,12 @@ fn freeze_and_fence(
         started,
         deadline: started + opts.max_pause,
     };
-    let committed = frozen_steps(setup, capturer, &frozen, config, before).and_then(|report| {
-        conn.execute_batch("COMMIT")
-            .map_err(source_err(&setup.path, "release the freeze (COMMIT)"))?;
-        Ok(report)
-    });
+    let committed =
+        frozen_steps(setup, capturer, &frozen, config, opts, before).and_then(|report| {
+            conn.execute_batch("COMMIT")
+                .map_err(source_err(&setup.path, "release the freeze (COMMIT)"))?;
+            Ok(report)
+        });
     match committed {
         Ok(mut report) => {
             let released = frozen.step("released");
@@ -232,6 +247,7 @@ fn frozen_steps(
     capturer: &mut Capturer,
     frozen: &Freeze<'_>,
     config: &Config,
+    opts: &CutoverOptions,
     before: u64,
 ) -> Result<CutoverReport> {
     let mut steps = vec![frozen.step("lock taken")];
@@ -249,6 +265,11 @@ fn frozen_steps(
     steps.push(frozen.step("drained"));
     fault::hit(fault::CUTOVER_AFTER_DRAIN);
     let tables = compare_counts(setup, frozen.conn, config)?;
+    let full_diff = if opts.full_verify {
+        Some(full_diff(config)?)
+    } else {
+        None
+    };
     steps.push(frozen.step("verified"));
     fault::hit(fault::CUTOVER_AFTER_VERIFY);
     let identities = move_identities(setup, frozen.conn, config)?;
@@ -264,6 +285,7 @@ fn frozen_steps(
         fenced_at: chrono::Utc::now().to_rfc3339(),
         freeze_steps: steps,
         resumed: false,
+        full_diff,
     };
     fence::write_fence(frozen.conn, &setup.tables, &report, &setup.path)?;
     report.freeze_steps.push(frozen.step("fenced"));
@@ -272,6 +294,29 @@ fn frozen_steps(
         return Err(data_err("the pause bound was reached before the fence"));
     }
     Ok(report)
+}
+
+/// `--full-verify`: the diff of every row of every table, taken while writers are frozen (it
+/// reads SQLite beside the freeze's write lock). Its HTML report is the sign-off document;
+/// any difference is an error, which aborts the cutover.
+fn full_diff(config: &Config) -> Result<FullDiff> {
+    let report = crate::diff::run_diff(config, &crate::diff::DiffOptions::default())?;
+    let html = config.ensure_state_dir()?.join("cutover-diff.html");
+    std::fs::write(&html, crate::diff::render_html(&report)).map_err(|source| Error::Io {
+        op: "write the sign-off report",
+        path: html.clone(),
+        source,
+    })?;
+    if !report.identical {
+        return Err(data_err(format!(
+            "the full diff found differences (see {}): PostgreSQL does not hold what SQLite holds",
+            html.display()
+        )));
+    }
+    Ok(FullDiff {
+        fingerprint: report.fingerprint,
+        html,
+    })
 }
 
 /// Completes a cutover whose process died after the fence committed: the record written with
