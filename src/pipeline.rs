@@ -90,10 +90,61 @@ pub struct SyncStatus {
     /// application's checkpoints cannot complete.
     #[serde(default)]
     pub source_wal_bytes: u64,
+    /// The last error sync met (a transient one it retried, or the one it stopped on).
+    #[serde(default)]
+    pub last_error: Option<LastError>,
 }
 
-/// Runs sync until `stop` is set (or, with `catch_up`, until caught up).
+/// An error and when it happened, for `status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct LastError {
+    pub at: String,
+    pub message: String,
+}
+
+impl LastError {
+    fn now(e: &Error) -> LastError {
+        LastError {
+            at: chrono::Utc::now().to_rfc3339(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Records in the heartbeat that this sync stopped on `e` (`status` shows it with its time),
+/// keeping this run's counters; never over the heartbeat of another sync that is alive.
+fn record_failure(config: &Config, e: &Error) {
+    let Ok(state_dir) = config.state_dir() else {
+        return;
+    };
+    let ours = std::process::id();
+    let (started_at, mut status) = match crate::status::read_heartbeat(&state_dir) {
+        Some(b) if b.pid == ours => (b.started_at, b.status),
+        Some(b) if crate::status::process_alive(b.pid) && b.state != "stopped" => return,
+        _ => (chrono::Utc::now().to_rfc3339(), SyncStatus::default()),
+    };
+    status.last_error = Some(LastError::now(e));
+    if let Err(write) = crate::status::write_heartbeat(&state_dir, &started_at, "failed", &status) {
+        tracing::warn!(error = %write, "could not record the failure in the heartbeat");
+    }
+}
+
+/// Runs sync until `stop` is set (or, with `catch_up`, until caught up). An error is also
+/// recorded in the heartbeat (state `failed`, with the error and its time) for `status`.
 pub fn run_sync(
+    config: &Config,
+    opts: &SyncOptions,
+    stop: &AtomicBool,
+    on_status: &(dyn Fn(&SyncStatus) + Sync),
+) -> Result<SyncStatus> {
+    let result = sync_until_stopped(config, opts, stop, on_status);
+    if let Err(e) = &result {
+        record_failure(config, e);
+    }
+    result
+}
+
+fn sync_until_stopped(
     config: &Config,
     opts: &SyncOptions,
     stop: &AtomicBool,
@@ -522,6 +573,7 @@ async fn apply_loop(
             Ok(stats) => stats,
             Err(e) if e.is_transient() && !ctx.stop.load(Ordering::SeqCst) => {
                 tracing::warn!(error = %e, seq = through.end_seq, "apply failed transiently; reconnecting");
+                status.last_error = Some(LastError::now(&e));
                 status.applied_seq = reconnect(client, ctx).await?;
                 status.retries += 1;
                 continue;
@@ -536,6 +588,7 @@ async fn apply_loop(
             Ok(mismatches) => status.verification_mismatches += mismatches,
             Err(e) if e.is_transient() && !ctx.stop.load(Ordering::SeqCst) => {
                 tracing::warn!(error = %e, seq = through.end_seq, "verification failed transiently; reconnecting");
+                status.last_error = Some(LastError::now(&e));
                 reconnect(client, ctx).await?;
                 status.retries += 1;
             }

@@ -25,7 +25,8 @@ pub struct Heartbeat {
     pub updated_at: String,
     /// Unix seconds of `updated_at`.
     pub updated_unix: f64,
-    /// `running`, `paused for cutover` (see `cutover::handover`) or `stopped` (a clean exit).
+    /// `running`, `paused for cutover` (see `cutover::handover`), `stopped` (a clean exit) or
+    /// `failed` (it stopped on the error in `status.last_error`).
     pub state: String,
     pub status: SyncStatus,
     /// While paused: the cutover request this sync paused for (its acknowledgement).
@@ -95,7 +96,8 @@ fn write_beat(
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SyncReport {
-    /// `never ran`, `running`, `paused for cutover`, `stuck`, `stopped` or `died`.
+    /// `never ran`, `running`, `paused for cutover`, `stuck`, `stopped`, `failed` (it stopped on
+    /// an error: see `heartbeat.status.last_error`) or `died`.
     pub state: String,
     pub heartbeat: Option<Heartbeat>,
     pub applied_seq: Option<i64>,
@@ -141,6 +143,7 @@ fn sync_state(beat: &Option<Heartbeat>) -> String {
     match beat {
         None => "never ran".into(),
         Some(b) if b.state == "stopped" => "stopped".into(),
+        Some(b) if b.state == "failed" => "failed".into(),
         Some(b) if !process_alive(b.pid) => "died".into(),
         Some(b) if now_unix() - b.updated_unix > STALE_AFTER_SECONDS => "stuck".into(),
         Some(b) if b.state == PAUSED => PAUSED.into(),
@@ -263,6 +266,21 @@ pub fn render_status(s: &Status) -> String {
             "verify    {} mismatches re-enqueued; {} retries\n",
             b.status.verification_mismatches, b.status.retries
         ));
+        if !b.status.applied_per_table.is_empty() {
+            let per_table: Vec<String> = b
+                .status
+                .applied_per_table
+                .iter()
+                .map(|(t, n)| format!("{t} {n}"))
+                .collect();
+            out.push_str(&format!(
+                "tables    rows applied: {}\n",
+                per_table.join(", ")
+            ));
+        }
+        if let Some(e) = &b.status.last_error {
+            out.push_str(&format!("error     {} at {}\n", e.message, e.at));
+        }
     }
     for (t, n) in &s.quarantined {
         out.push_str(&format!("quarantine {t}: {n} value(s)\n"));

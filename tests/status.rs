@@ -79,4 +79,19 @@ fn status_before_during_after_and_after_a_kill() {
     sync.kill().unwrap();
     sync.wait().unwrap();
     assert_eq!(status(&src, &db)["sync"]["state"], "died");
+    // A sync that stops on an error says failed, with the error and its time.
+    rusqlite::Connection::open(&src)
+        .unwrap()
+        .execute_batch("ALTER TABLE users DROP COLUMN last_login_at")
+        .unwrap();
+    let failed = spawn().wait().unwrap();
+    assert!(!failed.success());
+    let s = status(&src, &db);
+    assert_eq!(s["sync"]["state"], "failed", "{s}");
+    let error = &s["sync"]["heartbeat"]["status"]["last_error"];
+    assert!(
+        error["message"].as_str().unwrap().contains("last_login_at"),
+        "{error}"
+    );
+    assert!(error["at"].as_str().is_some_and(|t| t.starts_with("20")));
 }
