@@ -541,6 +541,27 @@ fn rollback(config: &Config) -> Result<i32> {
     // The report first: a rollback interrupted after it still converges when run again, and
     // nothing says "cut over" once SQLite is the system of record again.
     let state_dir = config.state_dir()?;
+    // Writes PostgreSQL received after the switch are not in SQLite: list them before SQLite
+    // becomes the system of record again, so nothing is lost silently.
+    if let Some(report) = crate::cutover::read_report(&state_dir)? {
+        let writes = crate::cutover::writes_after_cutover(config, &report, 20)
+            .unwrap_or_else(|e| {
+                println!("could not read PostgreSQL's writes after the cutover ({e}): compare it with SQLite before relying on SQLite alone");
+                Vec::new()
+            });
+        for w in &writes {
+            println!(
+                "PostgreSQL received writes after the cutover in {}: {} row(s) inserted or updated; {} rows at the cutover, {} now",
+                w.table, w.written, w.rows_at_cutover, w.rows_now
+            );
+            for row in &w.examples {
+                println!("  {row}");
+            }
+        }
+        if !writes.is_empty() {
+            println!("these writes are in PostgreSQL only: SQLite does not have them after this rollback");
+        }
+    }
     if crate::cutover::remove_report(&state_dir)? {
         println!(
             "removed {} (the cutover is undone)",

@@ -322,3 +322,47 @@ fn full_verify_diffs_every_row_while_frozen_and_aborts_on_a_difference() {
         .execute_batch("UPDATE users SET locale = 'x' WHERE id = 2")
         .is_err());
 }
+
+/// Rollback after a cutover lists what PostgreSQL received after the switch (those writes are
+/// not in SQLite), from the transaction id the cutover recorded.
+#[test]
+fn rollback_after_a_cutover_lists_the_writes_postgresql_received_since() {
+    let dir = temp_dir();
+    let db = TestDb::new();
+    let src = prepared(dir.path(), &db);
+    let report = run_cutover(
+        &config(&src, &db),
+        &CutoverOptions {
+            max_pause: Duration::from_secs(5),
+            max_lag: 100_000,
+            full_verify: false,
+        },
+    )
+    .expect("cutover");
+    assert!(report.target_xid.is_some());
+    block_on(async {
+        db.client()
+            .await
+            .batch_execute(
+                "UPDATE users SET locale = 'after-switch' WHERE id = 2; \
+                 INSERT INTO users (email, created_at) VALUES ('new@example.com', now())",
+            )
+            .await
+            .unwrap()
+    });
+    let out = cli(&src, &db, &["rollback"], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("writes after the cutover in users: 2 row(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("after-switch") && stdout.contains("new@example.com"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("in jobs:"),
+        "untouched tables are not listed: {stdout}"
+    );
+}

@@ -97,6 +97,10 @@ pub struct CutoverReport {
     /// `--full-verify`'s diff, when asked for.
     #[serde(default)]
     pub full_diff: Option<FullDiff>,
+    /// A PostgreSQL transaction id taken at the switch: rows with a newer `xmin` were written
+    /// after it (rollback lists them).
+    #[serde(default)]
+    pub target_xid: Option<i64>,
 }
 
 fn data_err(reason: impl Into<String>) -> Error {
@@ -265,6 +269,15 @@ fn frozen_steps(
     steps.push(frozen.step("drained"));
     fault::hit(fault::CUTOVER_AFTER_DRAIN);
     let tables = compare_counts(setup, frozen.conn, config)?;
+    let target_xid: i64 = setup
+        .runtime
+        .block_on(setup.client.query_one("SELECT txid_current()::bigint", &[]))
+        .map_err(|source| Error::Target {
+            op: "read the switch's transaction id",
+            table: None,
+            source,
+        })?
+        .get(0);
     let full_diff = if opts.full_verify {
         Some(full_diff(config)?)
     } else {
@@ -286,6 +299,7 @@ fn frozen_steps(
         freeze_steps: steps,
         resumed: false,
         full_diff,
+        target_xid: Some(target_xid),
     };
     fence::write_fence(frozen.conn, &setup.tables, &report, &setup.path)?;
     report.freeze_steps.push(frozen.step("fenced"));
@@ -294,6 +308,81 @@ fn frozen_steps(
         return Err(data_err("the pause bound was reached before the fence"));
     }
     Ok(report)
+}
+
+/// What PostgreSQL received after the switch, per table: rows written (inserted or updated)
+/// since the cutover's transaction id, up to `listed` of them as JSON, and the row count then
+/// and now (a lower count means deletes). For `rollback`: SQLite becomes the system of record
+/// again, and these writes are not in it.
+pub fn writes_after_cutover(
+    config: &Config,
+    report: &CutoverReport,
+    listed: i64,
+) -> Result<Vec<WritesAfter>> {
+    let (Some(xid), Ok(target)) = (report.target_xid, config.require_target()) else {
+        return Ok(Vec::new());
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            op: "start the async runtime for",
+            path: "PostgreSQL".into(),
+            source,
+        })?;
+    runtime.block_on(async {
+        let client = target.connect().await?;
+        let mut out = Vec::new();
+        for t in &report.tables {
+            let table = qualified(&config.schema, &target_name(&t.table, false));
+            let err = |op| {
+                let table = Some(t.table.clone());
+                move |source| Error::Target { op, table, source }
+            };
+            // age(xmin) counts from the next transaction id: a row is newer than the switch
+            // exactly when its age is below the distance from the switch to now.
+            let newer =
+                "age(t.xmin) < (pg_snapshot_xmax(pg_current_snapshot())::text::bigint - $1)::int";
+            let row = client
+                .query_one(
+                    &format!("SELECT count(*) FILTER (WHERE {newer}), count(*) FROM {table} t"),
+                    &[&xid],
+                )
+                .await
+                .map_err(err("count writes after the cutover"))?;
+            let (written, now): (i64, i64) = (row.get(0), row.get(1));
+            if written == 0 && now == t.rows as i64 {
+                continue;
+            }
+            let rows = client
+                .query(
+                    &format!("SELECT to_jsonb(t)::text FROM {table} t WHERE {newer} LIMIT $2"),
+                    &[&xid, &listed],
+                )
+                .await
+                .map_err(err("list writes after the cutover"))?;
+            out.push(WritesAfter {
+                table: t.table.clone(),
+                written,
+                rows_at_cutover: t.rows,
+                rows_now: now as u64,
+                examples: rows.iter().map(|r| r.get(0)).collect(),
+            });
+        }
+        Ok(out)
+    })
+}
+
+/// One table's writes after the switch (see [`writes_after_cutover`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct WritesAfter {
+    pub table: String,
+    /// Rows inserted or updated since the switch.
+    pub written: i64,
+    pub rows_at_cutover: u64,
+    pub rows_now: u64,
+    /// Some of those rows, as JSON.
+    pub examples: Vec<String>,
 }
 
 /// `--full-verify`: the diff of every row of every table, taken while writers are frozen (it
@@ -384,7 +473,7 @@ fn write_report(state_dir: &Path, report: &CutoverReport) -> Result<()> {
 }
 
 /// The report of the last cutover, if one is recorded (an unreadable one counts as none).
-fn read_report(state_dir: &Path) -> Result<Option<CutoverReport>> {
+pub(crate) fn read_report(state_dir: &Path) -> Result<Option<CutoverReport>> {
     let path = state_dir.join(REPORT_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
