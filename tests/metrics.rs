@@ -9,7 +9,7 @@ use sqlite2pg::sample_app::{generate, GenerateOptions, LiveWriter, WriterOptions
 
 use crate::snapshot::{options, snapshot};
 use crate::support::pg::TestDb;
-use crate::support::{temp_dir, wait_until};
+use crate::support::{temp_dir, wait_until, ChildGuard};
 
 fn get(addr: &str, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(addr).ok()?;
@@ -44,19 +44,21 @@ fn metrics_move_as_the_writer_writes_and_healthz_answers() {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let mut sync = Command::new(env!("CARGO_BIN_EXE_sqlite2pg"))
-        .args([
-            "--source",
-            src.to_str().unwrap(),
-            "sync",
-            "--metrics-addr",
-            &addr,
-        ])
-        .env("SQLITE2PG_TARGET", db.url_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut sync = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_sqlite2pg"))
+            .args([
+                "--source",
+                src.to_str().unwrap(),
+                "sync",
+                "--metrics-addr",
+                &addr,
+            ])
+            .env("SQLITE2PG_TARGET", db.url_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_until(Duration::from_secs(20), "/metrics answers", || {
         get(&addr, "/metrics").is_some_and(|b| b.contains("sqlite2pg_applied_seq"))
     });

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::snapshot::{options, snapshot};
 use crate::support::pg::TestDb;
-use crate::support::{temp_dir, wait_until};
+use crate::support::{temp_dir, wait_until, ChildGuard};
 
 pub fn status(src: &Path, db: &TestDb) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_sqlite2pg"))
@@ -43,13 +43,15 @@ fn status_before_during_after_and_after_a_kill() {
     assert_eq!(s["sync"]["state"], "never ran");
 
     let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_sqlite2pg"))
-            .args(["--source", src.to_str().unwrap(), "sync"])
-            .env("SQLITE2PG_TARGET", db.url_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        ChildGuard(
+            Command::new(env!("CARGO_BIN_EXE_sqlite2pg"))
+                .args(["--source", src.to_str().unwrap(), "sync"])
+                .env("SQLITE2PG_TARGET", db.url_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
     };
     let mut sync = spawn();
     wait_until(Duration::from_secs(20), "status says running", || {

@@ -41,3 +41,29 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     chain
 }
+
+/// A child process killed (by its own handle, so by its PID) and reaped when dropped: a test
+/// that fails while a spawned `sqlite2pg sync` runs must not leave it running.
+pub struct ChildGuard(pub std::process::Child);
+
+impl std::ops::Deref for ChildGuard {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
