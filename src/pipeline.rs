@@ -22,7 +22,7 @@ use crate::source::capture::{max_seq, Capturer};
 use crate::source::introspect::{Schema, Table};
 use crate::source::open_read_only;
 use crate::source::watcher::Watcher;
-use crate::target::apply::{apply_batch, coalesce, ApplyTable};
+use crate::target::apply::{apply_batch, ApplyTable};
 use crate::target::state::{ensure_state, init_sync_position, sync_position};
 use crate::target::verify::verify_changes;
 
@@ -556,7 +556,6 @@ async fn apply_loop(
                 changes.push(c);
                 Ok(())
             })?;
-        let changes = coalesce(changes);
         let read_ms = ms_since(batch_started);
         let applying = Instant::now();
         let applied = apply_batch(

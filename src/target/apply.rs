@@ -115,35 +115,19 @@ fn key_bytes(key: &[RawValue]) -> Vec<u8> {
     out
 }
 
-/// The last change per (table, key), by reference, in seq order.
+/// The last change per (table, key), by reference, in seq order. A batch of one capture cycle
+/// is already one change per key (capture coalesces), and is returned as it is.
 fn latest(changes: &[Change]) -> Vec<&Change> {
-    let mut last: HashMap<(&str, Vec<u8>), usize> = HashMap::new();
+    let mut last: HashMap<(&str, Vec<u8>), usize> = HashMap::with_capacity(changes.len());
     for (i, c) in changes.iter().enumerate() {
         last.insert((c.table.as_str(), key_bytes(&c.key)), i);
+    }
+    if last.len() == changes.len() {
+        return changes.iter().collect();
     }
     let mut keep: Vec<usize> = last.into_values().collect();
     keep.sort_unstable();
     keep.into_iter().map(|i| &changes[i]).collect()
-}
-
-/// Keeps the last change per (table, key): the changes arrive in seq order. A batch of one
-/// capture cycle is already one change per key (capture coalesces), so this only thins batches
-/// that span cycles.
-pub fn coalesce(changes: Vec<Change>) -> Vec<Change> {
-    let keep: Vec<usize> = {
-        let mut last: HashMap<(&str, Vec<u8>), usize> = HashMap::with_capacity(changes.len());
-        for (i, c) in changes.iter().enumerate() {
-            last.insert((c.table.as_str(), key_bytes(&c.key)), i);
-        }
-        if last.len() == changes.len() {
-            return changes;
-        }
-        let mut keep: Vec<usize> = last.into_values().collect();
-        keep.sort_unstable();
-        keep
-    };
-    let mut changes: Vec<Option<Change>> = changes.into_iter().map(Some).collect();
-    keep.into_iter().filter_map(|i| changes[i].take()).collect()
 }
 
 fn stage(table: &ApplyTable, changes: &[&Change], opts: ConvertOptions) -> Result<Staged> {

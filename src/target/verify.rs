@@ -65,7 +65,7 @@ struct Wanted<'a> {
 }
 
 /// Re-reads from PostgreSQL the rows of `changes` (coalesced: one per key; if a key repeats, its
-/// last change counts, as apply's `coalesce` keeps it) and returns every key whose row differs
+/// last change counts, as apply keeps it) and returns every key whose row differs
 /// from the applied image: a change without image, or whose image had a value that does not fit
 /// (quarantined), must have no row; otherwise the row must hash equal to the image converted with
 /// each column's type, generated columns included (PostgreSQL computed them; the image holds
