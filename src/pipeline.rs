@@ -742,9 +742,8 @@ fn measure_sizes(status: &mut SyncStatus, ctx: &ApplyContext<'_>) {
         status.change_log_bytes = size.disk_bytes;
     }
     if let Ok(source) = ctx.config.require_source() {
-        let mut wal = source.as_os_str().to_owned();
-        wal.push("-wal");
-        status.source_wal_bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        let wal = crate::source::wal_path(source);
+        status.source_wal_bytes = std::fs::metadata(wal).map_or(0, |m| m.len());
     }
 }
 

@@ -61,14 +61,14 @@ impl SourceFacts {
                 source,
             })?
             .len();
-        let mut wal = path.as_os_str().to_os_string();
-        wal.push("-wal");
         let (violations, examples) =
             foreign_key_violations(conn).map_err(err("foreign_key_check"))?;
         Ok(SourceFacts {
             path: path.to_path_buf(),
             file_bytes,
-            wal_bytes: std::fs::metadata(PathBuf::from(wal)).ok().map(|m| m.len()),
+            wal_bytes: std::fs::metadata(crate::source::wal_path(path))
+                .ok()
+                .map(|m| m.len()),
             written_by_sqlite: header_version(path).unwrap_or_else(|| "unknown".into()),
             library_sqlite: rusqlite::version().to_string(),
             page_size: pragma(conn, "page_size").map_err(err("read page_size"))?,

@@ -11,7 +11,7 @@ pub mod profile;
 pub mod schema_change;
 pub mod watcher;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
@@ -82,6 +82,14 @@ fn check_header(path: &Path) -> Result<()> {
 pub fn open_read_write(path: &Path) -> Result<Connection> {
     check_header(path)?;
     open_with(path, OpenFlags::SQLITE_OPEN_READ_WRITE, "open for writing")
+}
+
+/// The `-wal` file beside a database (it exists only in WAL mode, while connections are open
+/// or a checkpoint has not truncated it).
+pub fn wal_path(db: &Path) -> PathBuf {
+    let mut wal = db.as_os_str().to_os_string();
+    wal.push("-wal");
+    PathBuf::from(wal)
 }
 
 /// Opens `path` with `flags` (no mutex: every connection stays on one thread) and the busy
