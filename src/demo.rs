@@ -202,14 +202,7 @@ fn late_write(config: &Config, source: &std::path::Path) -> Result<()> {
         }
         Err(e) => println!("   SQLite:     {e}"),
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Io {
-            op: "start the async runtime for",
-            path: "PostgreSQL".into(),
-            source,
-        })?;
+    let runtime = crate::target::connect::client_runtime()?;
     let url = config.require_target()?;
     runtime.block_on(async {
         let client = url.connect().await?;

@@ -240,14 +240,7 @@ pub(crate) fn prepare(config: &Config) -> Result<SyncSetup> {
     let snapshot = snapshot_record(&state_dir)?;
     let start_seq = snapshot.change_seq.unwrap_or(0) as u64;
     let source = read_source(&path)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Io {
-            op: "start the async runtime for",
-            path: "PostgreSQL".into(),
-            source,
-        })?;
+    let runtime = crate::target::connect::client_runtime()?;
     let url = config.require_target()?;
     let client = runtime.block_on(url.connect())?;
     runtime.block_on(ensure_state(&client))?;

@@ -180,14 +180,7 @@ pub fn read_status(config: &Config) -> Result<Status> {
     };
     let mut quarantined = Vec::new();
     if let Some(url) = &config.target {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|source| Error::Io {
-                op: "start the async runtime for",
-                path: "PostgreSQL".into(),
-                source,
-            })?;
+        let runtime = crate::target::connect::client_runtime()?;
         runtime.block_on(async {
             let client = url.connect().await?;
             let err = |op| move |source| Error::Target { op, table: None, source };

@@ -7,8 +7,6 @@
 mod render;
 mod source_facts;
 
-use std::path::PathBuf;
-
 use serde::Serialize;
 
 use crate::config::Config;
@@ -180,14 +178,7 @@ fn check_target(config: &Config, tables: &[Table]) -> Result<TargetSection> {
         });
     };
     let names: Vec<String> = tables.iter().map(|t| t.name.to_lowercase()).collect();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| crate::Error::Io {
-            op: "start the async runtime for",
-            path: PathBuf::from("PostgreSQL"),
-            source,
-        })?;
+    let runtime = crate::target::connect::client_runtime()?;
     let report = runtime.block_on(inspect(url, &config.schema, &names))?;
     Ok(TargetSection::Checked(report))
 }

@@ -322,14 +322,7 @@ pub fn writes_after_cutover(
     let (Some(xid), Ok(target)) = (report.target_xid, config.require_target()) else {
         return Ok(Vec::new());
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Io {
-            op: "start the async runtime for",
-            path: "PostgreSQL".into(),
-            source,
-        })?;
+    let runtime = crate::target::connect::client_runtime()?;
     runtime.block_on(async {
         let client = target.connect().await?;
         let mut out = Vec::new();

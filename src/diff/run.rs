@@ -68,14 +68,7 @@ pub fn run_diff(config: &Config, opts: &DiffOptions) -> Result<DiffReport> {
     let conn = open_read_only(&path)?;
     let schema = read_schema(&conn, &path)?;
     drop(conn);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Io {
-            op: "start the async runtime for",
-            path: "PostgreSQL".into(),
-            source,
-        })?;
+    let runtime = crate::target::connect::client_runtime()?;
     let client = runtime.block_on(url.connect())?;
     let mut tables = Vec::new();
     let mut budget = opts.max_differences;

@@ -219,14 +219,7 @@ pub fn read_target(
     range: Option<KeyRange>,
     out: Sender<Batch>,
 ) -> Result<u64> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Io {
-            op: "start the async runtime for",
-            path: "PostgreSQL".into(),
-            source,
-        })?;
+    let runtime = crate::target::connect::client_runtime()?;
     runtime.block_on(async {
         let client = url.connect().await?;
         let err = |op| {

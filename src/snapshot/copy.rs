@@ -103,14 +103,7 @@ fn worker(
     jobs: crossbeam_channel::Receiver<CopyJob>,
     failed: &std::sync::atomic::AtomicBool,
 ) -> Result<Vec<CopyOutcome>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Io {
-            op: "start the async runtime for",
-            path: PathBuf::from("PostgreSQL"),
-            source,
-        })?;
+    let runtime = crate::target::connect::client_runtime()?;
     let sqlite = open_snapshot(&settings.snapshot_file)?;
     let mut client = runtime.block_on(settings.target.connect())?;
     let mut outcomes = Vec::new();

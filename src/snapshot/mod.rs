@@ -85,7 +85,7 @@ pub fn run_snapshot(
     let tables = select_tables(&schema, opts.tables.as_deref())?;
     let mut plans = declared_plans(config, opts, &source, &conn, &tables)?;
     check_table_names(&plans)?;
-    let runtime = runtime()?;
+    let runtime = crate::target::connect::client_runtime()?;
     let mut client = runtime.block_on(target.connect())?;
     runtime.block_on(prepare_target(
         &client, config, opts, &conn, &source, &tables, &mut plans,
@@ -383,17 +383,6 @@ fn validate(
         ..crate::diff::DiffOptions::default()
     };
     crate::diff::run_diff(&diff_config, &diff_opts)
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Io {
-            op: "start the async runtime for",
-            path: "PostgreSQL".into(),
-            source,
-        })
 }
 
 /// The selected tables in migration order; refuses a selection that leaves a foreign key

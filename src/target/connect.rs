@@ -32,6 +32,19 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::{Error, Result};
 
+/// The single-threaded tokio runtime each PostgreSQL client of sqlite2pg runs on (the work
+/// around it is blocking: SQLite, sled, threads of our own).
+pub fn client_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            op: "start the async runtime for",
+            path: PathBuf::from("PostgreSQL"),
+            source,
+        })
+}
+
 /// Connect timeout when the URL sets none: long enough for a far-away server under load, short
 /// enough that a wrong host or a firewall that drops packets fails while the operator watches.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
