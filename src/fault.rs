@@ -14,6 +14,8 @@ pub const SNAPSHOT_BEFORE_RANGE_COMMIT: &str = "snapshot.before_range_commit";
 pub const SNAPSHOT_AFTER_RANGE_COMMIT: &str = "snapshot.after_range_commit";
 /// After the load, before keys and indexes are built.
 pub const SNAPSHOT_BEFORE_POST_LOAD: &str = "snapshot.before_post_load";
+/// After one step of the post-load committed (a table's keys, one index, a validation, …).
+pub const SNAPSHOT_AFTER_POST_LOAD_STEP: &str = "snapshot.after_post_load_step";
 /// Before the change log writes and flushes a boundary: its changes are appended, not durable.
 pub const CHANGELOG_BEFORE_BOUNDARY: &str = "changelog.before_boundary";
 /// Right after the change log flushed a boundary, before capture deletes the source change rows.

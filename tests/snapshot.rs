@@ -551,6 +551,11 @@ fn a_crash_at_each_fault_point_resumes_without_loss_or_duplicates() {
         "snapshot.before_range_commit@2",
         "snapshot.after_range_commit@1",
         "snapshot.before_post_load",
+        // The post-load's steps commit one by one: after the first table's keys, amid the
+        // index builds, amid the validations.
+        "snapshot.after_post_load_step@1",
+        "snapshot.after_post_load_step@10",
+        "snapshot.after_post_load_step@25",
     ] {
         let db = TestDb::new();
         let crashed = cli_snapshot(&src, &db, Some(fault));
@@ -569,6 +574,46 @@ fn a_crash_at_each_fault_point_resumes_without_loss_or_duplicates() {
         assert_eq!((jobs, distinct), (expected, expected), "{fault}");
         let pk: i64 = scalar(&db, "SELECT count(*) FROM pg_constraint WHERE contype = 'p' AND conrelid = 'jobs'::regclass");
         assert_eq!(pk, 1);
+        // Every index, CHECK and foreign key once, and validated.
+        let indexes: Vec<String> = query(
+            &db,
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid IN ('jobs'::regclass, 'job_history'::regclass) ORDER BY 1",
+        )
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+        assert_eq!(
+            indexes,
+            [
+                "job_history_job",
+                "job_history_pkey",
+                "jobs_pkey",
+                "jobs_queued",
+                "jobs_status_scheduled",
+                "jobs_user"
+            ],
+            "{fault}"
+        );
+        let constraints: Vec<(String, bool)> = query(
+            &db,
+            "SELECT conname::text, convalidated FROM pg_constraint WHERE conrelid = 'jobs'::regclass AND contype IN ('c', 'f') ORDER BY 1",
+        )
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+        assert_eq!(
+            constraints,
+            [
+                ("jobs_check1".to_string(), true),
+                ("jobs_fk1".to_string(), true)
+            ],
+            "{fault}"
+        );
+        let not_done: i64 = scalar(
+            &db,
+            "SELECT count(*) FROM sqlite2pg.snapshot_tables WHERE status <> 'done'",
+        );
+        assert_eq!(not_done, 0, "{fault}");
     }
 }
 
@@ -696,4 +741,51 @@ fn a_crash_before_widening_still_widens_on_resume() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("copied again"));
     assert_outgrown_arrived(&db);
+}
+
+/// A foreign key to a UNIQUE column that is not the primary key: the unique index is built with
+/// the parent's primary key, before the keys are added (an index built later, beside the other
+/// indexes, would not exist yet), so the key exists and its violation is listed by value.
+#[test]
+fn a_foreign_key_to_a_unique_column_is_created_and_checked() {
+    let dir = temp_dir();
+    let src = dir.path().join("unique_fk.db");
+    Connection::open(&src)
+        .unwrap()
+        .execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             CREATE TABLE account (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE);
+             CREATE INDEX account_id_email ON account (id, email);
+             CREATE TABLE login (id INTEGER PRIMARY KEY, email TEXT REFERENCES account(email));
+             INSERT INTO account VALUES (1, 'a@x'), (2, 'b@x');
+             INSERT INTO login VALUES (1, 'a@x'), (2, 'nobody@x'), (3, NULL);",
+        )
+        .unwrap();
+    let db = TestDb::new();
+    let r = snapshot(&src, &db, &options()).unwrap();
+    let fk: (String, bool) = {
+        let row = &query(
+            &db,
+            "SELECT confrelid::regclass::text, convalidated FROM pg_constraint WHERE conrelid = 'login'::regclass AND contype = 'f'",
+        )[0];
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(fk, ("account".to_string(), false), "{:#?}", r.post_load);
+    assert_eq!(r.post_load.fk_violations.len(), 1, "{:#?}", r.post_load);
+    let v = &r.post_load.fk_violations[0];
+    assert_eq!((v.table.as_str(), v.count), ("login", 1));
+    assert_eq!(v.keys, [serde_json::json!(["nobody@x"])]);
+    let indexes: i64 = scalar(
+        &db,
+        "SELECT count(*) FROM pg_index WHERE indrelid = 'account'::regclass",
+    );
+    assert_eq!(
+        indexes, 3,
+        "primary key, the unique email index, account_id_email"
+    );
+    assert!(
+        r.post_load.notes.is_empty(),
+        "nothing refused: {:#?}",
+        r.post_load.notes
+    );
 }

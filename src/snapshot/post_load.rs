@@ -1,10 +1,12 @@
-//! After the load: per table, in one transaction, the primary key, unique constraints, indexes,
-//! CHECK constraints and the identity restart, then ANALYZE; then foreign keys (added NOT VALID
-//! and validated, so violations are reported by key instead of failing the run); then views.
+//! After the load: per table the primary key, CHECK constraints, DEFAULTs and the identity
+//! restart, then each index, the foreign keys (added NOT VALID and validated, so violations are
+//! reported by key instead of failing the run) and ANALYZE, on two connections; then views.
 //! Each fallible statement runs under a savepoint: what PostgreSQL refuses becomes a note in the
-//! report with PostgreSQL's own error, and the rest goes on. A table's status moves forward only
-//! when its transaction commits, so a re-run redoes exactly the unfinished steps.
+//! report with PostgreSQL's own error, and the rest goes on. Each step commits on its own and
+//! finds what an interrupted run committed, and a table's status moves forward only when every
+//! step before it committed, so a re-run redoes exactly the unfinished steps.
 
+use std::cell::RefCell;
 use std::path::Path;
 
 use rusqlite::Connection;
@@ -64,10 +66,14 @@ fn pg_err(op: &'static str, table: &str) -> impl FnOnce(tokio_postgres::Error) -
     move |source| Error::Target { op, table, source }
 }
 
-/// Everything after the load. Keys and indexes of different tables are built on two
-/// connections at once (index builds are the longest step and PostgreSQL runs them per table),
-/// each table analysed as soon as its indexes exist; then foreign keys are added NOT VALID in one
-/// short transaction and validated table by table, again on both connections.
+/// Everything after the load, as small steps shared by two connections (see [`Step`]): each
+/// table's primary key, CHECKs, DEFAULTs and identity in one transaction; then every foreign
+/// key NOT VALID in one short transaction; then each index in its own transaction, the tables'
+/// foreign-key validations and ANALYZE, the step heading the longest chain of work first.
+/// A connection takes the next step as soon as it is free, so the two stay busy until the end
+/// (building one table's indexes per connection left one idle for a second or more). Steps are
+/// idempotent — what an interrupted run committed is found and kept — and a table's status
+/// moves forward only when all of its steps before it committed. Views come last.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: &mut Client,
@@ -81,29 +87,29 @@ pub async fn run(
 ) -> Result<PostLoad> {
     raise_maintenance_memory(client).await?;
     raise_maintenance_memory(second).await?;
-    let (a, b) = split_by_rows(plans);
-    let (first, other) = tokio::join!(
-        index_tables(client, conn, file, config, opts, schema, &a),
-        index_tables(second, conn, file, config, opts, schema, &b)
-    );
-    let (mut out, mut analyzed) = first?;
-    let (other, other_analyzed) = other?;
-    out.merge(other);
-    analyzed.extend(other_analyzed);
-    let mut pending = Vec::new();
+    let mut statuses = Vec::with_capacity(plans.len());
     for plan in plans {
-        if status(client, config, plan).await? == Some(TableStatus::Indexed) {
-            pending.push(plan);
-        }
+        statuses.push(status(client, config, plan).await?);
     }
-    let checks = add_foreign_keys(client, config, opts, schema, &pending, plans, &mut out).await?;
-    let next = std::cell::Cell::new(0usize);
-    let (first, other) = tokio::join!(
-        validate_tables(client, config, opts, &checks, &next),
-        validate_tables(second, config, opts, &checks, &next)
-    );
-    out.merge(first?);
-    out.merge(other?);
+    let ctx = StepContext {
+        conn,
+        file,
+        config,
+        opts,
+        schema,
+        plans,
+        checks: RefCell::new(Vec::new()),
+    };
+    let mut out = PostLoad::default();
+    let steps = plan_steps(&ctx, &statuses, &mut out)?;
+    let queue = RefCell::new(StepQueue::new(steps, &ctx));
+    let wake = tokio::sync::Notify::new();
+    let (first, other) = tokio::try_join!(
+        step_worker(client, &ctx, &queue, &wake),
+        step_worker(second, &ctx, &queue, &wake)
+    )?;
+    out.merge(first);
+    out.merge(other);
     out.fk_violations
         .sort_by_key(|v| plans.iter().position(|p| p.source == v.table));
     let mut tx = client
@@ -112,10 +118,355 @@ pub async fn run(
         .map_err(pg_err("begin creating views", "views"))?;
     views(&mut tx, config, opts, schema, &mut out).await?;
     tx.commit().await.map_err(pg_err("commit views", "views"))?;
-    for plan in plans.iter().filter(|p| !analyzed.contains(&p.target)) {
-        analyze(client, config, plan).await?;
-    }
     Ok(out)
+}
+
+/// One step of the post-load, on one table (`usize`: its index in the plans).
+#[derive(Debug, Clone)]
+enum Step {
+    /// Primary key (and the unique indexes a foreign key refers to), DEFAULTs, CHECKs, identity.
+    Keys(usize, Vec<IndexStatement>),
+    /// Every foreign key of these (unfinished) tables, NOT VALID: after every [`Step::Keys`] (a
+    /// key needs its parent's unique index) and before any index build (adding a key locks
+    /// child and parent against index builds; validation, later, does not lock the parent).
+    ForeignKeys(Vec<usize>),
+    /// One CREATE INDEX; builds on one table run side by side.
+    Index(usize, IndexStatement),
+    /// Every index of the table exists: status `indexed`.
+    Indexed(usize),
+    /// The table's foreign keys validated (violations listed by key): status `done`.
+    Validate(usize),
+    /// ANALYZE (also after a resumed run: statistics are cheap and must not be missing).
+    Analyze(usize),
+}
+
+/// A translated secondary index.
+#[derive(Debug, Clone)]
+pub(crate) struct IndexStatement {
+    /// Its SQLite name.
+    source_name: String,
+    /// Its PostgreSQL name (in the table's schema), to find one an interrupted run built.
+    name: String,
+    sql: String,
+    /// `index "name"` for notes.
+    what: String,
+}
+
+/// What the steps share besides the connections.
+struct StepContext<'a> {
+    conn: &'a Connection,
+    file: &'a Path,
+    config: &'a Config,
+    opts: &'a SnapshotOptions,
+    schema: &'a Schema,
+    plans: &'a [TablePlan],
+    /// Per table, the foreign keys [`Step::ForeignKeys`] left to validate.
+    checks: RefCell<Vec<(usize, Vec<FkCheck<'a>>)>>,
+}
+
+impl StepContext<'_> {
+    fn table(&self, i: usize) -> &Table {
+        self.schema
+            .table(&self.plans[i].source)
+            .expect("plans come from the schema")
+    }
+}
+
+/// The steps and what each waits for: every table not yet `done` gets its keys (when only
+/// `loaded`), indexes, validation and ANALYZE; a `done` table only ANALYZE.
+fn plan_steps(
+    ctx: &StepContext<'_>,
+    statuses: &[Option<TableStatus>],
+    out: &mut PostLoad,
+) -> Result<Vec<(Step, Vec<usize>)>> {
+    // Per loaded table: its keys step and its other indexes.
+    let mut loaded = Vec::new();
+    let mut steps: Vec<(Step, Vec<usize>)> = Vec::new();
+    for (t, status) in statuses.iter().enumerate() {
+        if *status != Some(TableStatus::Loaded) {
+            continue;
+        }
+        let source = TableSource {
+            conn: ctx.conn,
+            file: ctx.file,
+            table: ctx.table(t),
+        };
+        let plan = &ctx.plans[t];
+        let early = early_indexes(ctx.schema, plan, source.table);
+        let (early, later): (Vec<_>, Vec<_>) =
+            index_statements(&source, &ctx.config.schema, ctx.opts.keep_case, plan, out)?
+                .into_iter()
+                .partition(|i| early.contains(&i.source_name));
+        loaded.push((t, steps.len(), later));
+        steps.push((Step::Keys(t, early), Vec::new()));
+    }
+    let fks = steps.len();
+    let unfinished = (0..statuses.len())
+        .filter(|&t| statuses[t] != Some(TableStatus::Done))
+        .collect();
+    steps.push((Step::ForeignKeys(unfinished), (0..fks).collect()));
+    let mut loaded = loaded.into_iter().peekable();
+    for (t, status) in statuses.iter().enumerate() {
+        let mut before = vec![fks];
+        if let Some((_, keys, later)) = loaded.next_if(|(l, _, _)| *l == t) {
+            let mut built = vec![fks];
+            for index in later {
+                built.push(steps.len());
+                steps.push((Step::Index(t, index), vec![keys, fks]));
+            }
+            before = vec![steps.len()];
+            steps.push((Step::Indexed(t), built));
+        }
+        if *status != Some(TableStatus::Done) {
+            let validate = steps.len();
+            steps.push((Step::Validate(t), before));
+            before = vec![validate];
+        }
+        steps.push((Step::Analyze(t), before));
+    }
+    Ok(steps)
+}
+
+/// Unique indexes built with the primary key, before the foreign keys are added: those of a
+/// table some foreign key refers to by columns other than its primary key (the key needs a
+/// unique index on them to exist). Returns their SQLite names.
+fn early_indexes(schema: &Schema, plan: &TablePlan, table: &Table) -> Vec<String> {
+    let referenced = schema.tables.iter().any(|t| {
+        t.foreign_keys.iter().any(|fk| {
+            fk.parent_table.eq_ignore_ascii_case(&plan.source) && !fk.parent_columns.is_empty()
+        })
+    });
+    if !referenced {
+        return Vec::new();
+    }
+    table
+        .indexes
+        .iter()
+        .filter(|i| i.origin != "pk" && i.unique && !i.partial)
+        .map(|i| i.name.clone())
+        .collect()
+}
+
+/// The steps, what each waits for, and which may run next.
+struct StepQueue {
+    steps: Vec<(Step, Vec<usize>)>,
+    state: Vec<StepState>,
+    /// Estimated work (in rows read) of each step plus that of the longest chain of steps that
+    /// wait for it: the post-load ends when its longest chain does, so that chain goes first.
+    chain: Vec<u64>,
+    failed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StepState {
+    Waiting,
+    Running,
+    Finished,
+}
+
+enum Next {
+    Run(usize, Step),
+    Wait,
+    Stop,
+}
+
+impl StepQueue {
+    /// `steps` in an order where every step comes after those it waits for.
+    fn new(steps: Vec<(Step, Vec<usize>)>, ctx: &StepContext<'_>) -> StepQueue {
+        let rows = |t: usize| ctx.plans[t].rows;
+        let cost = |step: &Step| match step {
+            Step::Keys(t, _) | Step::Index(t, _) => rows(*t) + 1,
+            // Validation joins the table with each parent.
+            Step::Validate(t) => {
+                let parents: u64 = ctx
+                    .table(*t)
+                    .foreign_keys
+                    .iter()
+                    .filter_map(|fk| {
+                        ctx.plans
+                            .iter()
+                            .find(|p| p.source.eq_ignore_ascii_case(&fk.parent_table))
+                    })
+                    .map(|p| p.rows + rows(*t))
+                    .sum();
+                parents + 1
+            }
+            // ANALYZE reads a sample of 30,000 rows.
+            Step::Analyze(t) => rows(*t).min(30_000) + 1,
+            Step::ForeignKeys(_) | Step::Indexed(_) => 1,
+        };
+        let mut chain: Vec<u64> = steps.iter().map(|(s, _)| cost(s)).collect();
+        for i in (0..steps.len()).rev() {
+            let longest_after = (i + 1..steps.len())
+                .filter(|&j| steps[j].1.contains(&i))
+                .map(|j| chain[j])
+                .max()
+                .unwrap_or(0);
+            chain[i] += longest_after;
+        }
+        StepQueue {
+            state: vec![StepState::Waiting; steps.len()],
+            steps,
+            chain,
+            failed: false,
+        }
+    }
+
+    /// The ready step heading the longest chain of work, else wait for a running step, else
+    /// stop.
+    fn next(&mut self) -> Next {
+        if self.failed {
+            return Next::Stop;
+        }
+        let ready = (0..self.steps.len())
+            .filter(|&i| {
+                self.state[i] == StepState::Waiting
+                    && self.steps[i]
+                        .1
+                        .iter()
+                        .all(|&d| self.state[d] == StepState::Finished)
+            })
+            .max_by_key(|&i| (self.chain[i], std::cmp::Reverse(i)));
+        match ready {
+            Some(i) => {
+                self.state[i] = StepState::Running;
+                Next::Run(i, self.steps[i].0.clone())
+            }
+            None if self.state.contains(&StepState::Running)
+                || self.state.contains(&StepState::Waiting) =>
+            {
+                Next::Wait
+            }
+            None => Next::Stop,
+        }
+    }
+
+    fn finish(&mut self, i: usize, ok: bool) {
+        self.state[i] = StepState::Finished;
+        self.failed |= !ok;
+    }
+}
+
+/// Runs steps on one connection until none is left (or the other connection failed).
+async fn step_worker(
+    client: &mut Client,
+    ctx: &StepContext<'_>,
+    queue: &RefCell<StepQueue>,
+    wake: &tokio::sync::Notify,
+) -> Result<PostLoad> {
+    let mut out = PostLoad::default();
+    loop {
+        // Created before looking, so a step finishing in between still wakes this worker.
+        let finished_elsewhere = wake.notified();
+        let next = queue.borrow_mut().next();
+        match next {
+            Next::Run(i, step) => {
+                let result = run_step(client, ctx, &step, &mut out).await;
+                queue.borrow_mut().finish(i, result.is_ok());
+                wake.notify_waiters();
+                result?;
+                crate::fault::hit(crate::fault::SNAPSHOT_AFTER_POST_LOAD_STEP);
+            }
+            Next::Wait => finished_elsewhere.await,
+            Next::Stop => return Ok(out),
+        }
+    }
+}
+
+async fn run_step(
+    client: &mut Client,
+    ctx: &StepContext<'_>,
+    step: &Step,
+    out: &mut PostLoad,
+) -> Result<()> {
+    let config = ctx.config;
+    match step {
+        Step::Keys(t, early) => {
+            let plan = &ctx.plans[*t];
+            let mut tx = client
+                .transaction()
+                .await
+                .map_err(pg_err("begin post-load", &plan.source))?;
+            let source = TableSource {
+                conn: ctx.conn,
+                file: ctx.file,
+                table: ctx.table(*t),
+            };
+            table_keys(
+                &mut tx,
+                &source,
+                &config.schema,
+                ctx.opts.keep_case,
+                plan,
+                out,
+            )
+            .await?;
+            for index in early {
+                create_index(&mut tx, &config.schema, plan, index, out).await?;
+            }
+            tx.commit()
+                .await
+                .map_err(pg_err("commit post-load", &plan.source))
+        }
+        Step::ForeignKeys(tables) => {
+            let checks = add_foreign_keys(client, ctx, tables, out).await?;
+            *ctx.checks.borrow_mut() = checks;
+            Ok(())
+        }
+        Step::Index(t, index) => {
+            let plan = &ctx.plans[*t];
+            let mut tx = client
+                .transaction()
+                .await
+                .map_err(pg_err("begin post-load", &plan.source))?;
+            create_index(&mut tx, &config.schema, plan, index, out).await?;
+            tx.commit()
+                .await
+                .map_err(pg_err("commit post-load", &plan.source))
+        }
+        Step::Indexed(t) => {
+            set_status(
+                client,
+                &config.schema,
+                &ctx.plans[*t].target,
+                TableStatus::Indexed,
+            )
+            .await
+        }
+        Step::Validate(t) => {
+            let fks = ctx
+                .checks
+                .borrow_mut()
+                .iter_mut()
+                .find(|(i, _)| i == t)
+                .map(|(_, c)| std::mem::take(c))
+                .unwrap_or_default();
+            validate_table(client, ctx, *t, &fks, out).await
+        }
+        Step::Analyze(t) => analyze(client, config, &ctx.plans[*t]).await,
+    }
+}
+
+/// CREATE INDEX unless an interrupted run built it; PostgreSQL's refusal becomes a note.
+async fn create_index(
+    tx: &mut Transaction<'_>,
+    schema: &str,
+    plan: &TablePlan,
+    index: &IndexStatement,
+    out: &mut PostLoad,
+) -> Result<()> {
+    let exists: bool = tx
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&qualified(schema, &index.name)],
+        )
+        .await
+        .map_err(pg_err("look for an index", &plan.source))?
+        .get(0);
+    if !exists && attempt(tx, &index.sql, &plan.source, &index.what, out).await? {
+        out.indexes_created += 1;
+    }
+    Ok(())
 }
 
 /// Raises the session's `maintenance_work_mem` to [`POST_LOAD_MAINTENANCE_KB`] unless the
@@ -158,67 +509,6 @@ async fn analyze(client: &Client, config: &Config, plan: &TablePlan) -> Result<(
         ))
         .await
         .map_err(pg_err("ANALYZE", &plan.source))
-}
-
-/// Two groups of about equal row counts (largest first, each to the lighter group).
-fn split_by_rows(plans: &[TablePlan]) -> (Vec<&TablePlan>, Vec<&TablePlan>) {
-    let mut sorted: Vec<&TablePlan> = plans.iter().collect();
-    sorted.sort_by_key(|p| std::cmp::Reverse(p.rows));
-    let (mut a, mut b, mut rows_a, mut rows_b) = (Vec::new(), Vec::new(), 0u64, 0u64);
-    for p in sorted {
-        if rows_a <= rows_b {
-            rows_a += p.rows;
-            a.push(p);
-        } else {
-            rows_b += p.rows;
-            b.push(p);
-        }
-    }
-    (a, b)
-}
-
-/// Keys, indexes, CHECKs, defaults and identities of `plans`, each table in one transaction,
-/// then ANALYZE (statistics also give the foreign-key validation a good plan). Returns the
-/// target names of the tables it analysed.
-async fn index_tables(
-    client: &mut Client,
-    conn: &Connection,
-    file: &Path,
-    config: &Config,
-    opts: &SnapshotOptions,
-    schema: &Schema,
-    plans: &[&TablePlan],
-) -> Result<(PostLoad, Vec<String>)> {
-    let mut out = PostLoad::default();
-    let mut analyzed = Vec::new();
-    for plan in plans {
-        let table = schema
-            .table(&plan.source)
-            .expect("plans come from the schema");
-        if status(client, config, plan).await? == Some(TableStatus::Loaded) {
-            let mut tx = client
-                .transaction()
-                .await
-                .map_err(pg_err("begin post-load", &plan.source))?;
-            let keys = TableSource { conn, file, table };
-            keys_and_indexes(
-                &mut tx,
-                &keys,
-                &config.schema,
-                opts.keep_case,
-                plan,
-                &mut out,
-            )
-            .await?;
-            set_status(&tx, &config.schema, &plan.target, TableStatus::Indexed).await?;
-            tx.commit()
-                .await
-                .map_err(pg_err("commit post-load", &plan.source))?;
-            analyze(client, config, plan).await?;
-            analyzed.push(plan.target.clone());
-        }
-    }
-    Ok((out, analyzed))
 }
 
 async fn status(client: &Client, config: &Config, plan: &TablePlan) -> Result<Option<TableStatus>> {
@@ -283,9 +573,34 @@ pub(crate) async fn keys_and_indexes(
     plan: &TablePlan,
     out: &mut PostLoad,
 ) -> Result<()> {
+    table_keys(tx, source, schema, keep_case, plan, out).await?;
+    for index in index_statements(source, schema, keep_case, plan, out)? {
+        create_index(tx, schema, plan, &index, out).await?;
+    }
+    Ok(())
+}
+
+/// The primary key (refused: an error; kept when an interrupted run added it), DEFAULTs, CHECKs
+/// and identity restart of one table, inside `tx`.
+async fn table_keys(
+    tx: &mut Transaction<'_>,
+    source: &TableSource<'_>,
+    schema: &str,
+    keep_case: bool,
+    plan: &TablePlan,
+    out: &mut PostLoad,
+) -> Result<()> {
     let TableSource { conn, file, table } = *source;
     if let Some(sql) = add_primary_key(schema, plan) {
-        if !attempt(tx, &sql, &plan.source, "the primary key", out).await? {
+        let exists: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'p')",
+                &[&qualified(schema, &plan.target)],
+            )
+            .await
+            .map_err(pg_err("look for the primary key", &plan.source))?
+            .get(0);
+        if !exists && !attempt(tx, &sql, &plan.source, "the primary key", out).await? {
             return Err(Error::Config {
                 field: format!("table {:?}", plan.source),
                 reason: format!(
@@ -293,32 +608,6 @@ pub(crate) async fn keys_and_indexes(
                     out.notes.last().map_or("", |n| n.message.as_str())
                 ),
             });
-        }
-    }
-    for (n, index) in table
-        .indexes
-        .iter()
-        .filter(|i| i.origin != "pk")
-        .enumerate()
-    {
-        match index_sql(conn, file, table, plan, index, n, schema, keep_case)? {
-            Ok(sql) => {
-                if attempt(
-                    tx,
-                    &sql,
-                    &plan.source,
-                    &format!("index {:?}", index.name),
-                    out,
-                )
-                .await?
-                {
-                    out.indexes_created += 1;
-                }
-            }
-            Err(reason) => out.notes.push(Note {
-                subject: plan.source.clone(),
-                message: format!("index {:?} was not translated: {reason}", index.name),
-            }),
         }
     }
     for (column, sql) in set_defaults(schema, plan) {
@@ -335,6 +624,39 @@ pub(crate) async fn keys_and_indexes(
     restart_identities(tx, conn, file, schema, plan).await
 }
 
+/// The CREATE INDEX of every secondary index of the table; an index that does not translate
+/// becomes a note.
+fn index_statements(
+    source: &TableSource<'_>,
+    schema: &str,
+    keep_case: bool,
+    plan: &TablePlan,
+    out: &mut PostLoad,
+) -> Result<Vec<IndexStatement>> {
+    let TableSource { conn, file, table } = *source;
+    let mut statements = Vec::new();
+    for (n, index) in table
+        .indexes
+        .iter()
+        .filter(|i| i.origin != "pk")
+        .enumerate()
+    {
+        match index_sql(conn, file, table, plan, index, n, schema, keep_case)? {
+            Ok((name, sql)) => statements.push(IndexStatement {
+                source_name: index.name.clone(),
+                name,
+                sql,
+                what: format!("index {:?}", index.name),
+            }),
+            Err(reason) => out.notes.push(Note {
+                subject: plan.source.clone(),
+                message: format!("index {:?} was not translated: {reason}", index.name),
+            }),
+        }
+    }
+    Ok(statements)
+}
+
 /// The PostgreSQL CREATE INDEX of a SQLite index: from its SQL when it has one, else (UNIQUE
 /// constraints' automatic indexes) from its columns.
 #[allow(clippy::too_many_arguments)]
@@ -347,7 +669,7 @@ fn index_sql(
     n: usize,
     schema: &str,
     keep_case: bool,
-) -> Result<std::result::Result<String, String>> {
+) -> Result<std::result::Result<(String, String), String>> {
     let parsed = match &index.sql {
         Some(sql) => match parse_create_index(sql) {
             Ok(mut p) => {
@@ -364,7 +686,8 @@ fn index_sql(
             where_clause: None,
         },
     };
-    Ok(translate_index(&parsed, schema, keep_case))
+    Ok(translate_index(&parsed, schema, keep_case)
+        .map(|sql| (target_name(&parsed.name, keep_case), sql)))
 }
 
 fn index_columns(
@@ -437,18 +760,31 @@ async fn check_constraints(
             }
         };
         let table_sql = qualified(schema, &plan.target);
+        // An interrupted run may have added (and validated) it already.
+        let existing: Option<bool> = tx
+            .query_opt(
+                "SELECT convalidated FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2",
+                &[&table_sql, &name],
+            )
+            .await
+            .map_err(pg_err("look for a CHECK constraint", &plan.source))?
+            .map(|r| r.get(0));
+        if existing == Some(true) {
+            continue;
+        }
         let sql = format!(
             "ALTER TABLE {table_sql} ADD CONSTRAINT {} CHECK ({expr}) NOT VALID",
             quote_pg(&name)
         );
-        if attempt(
-            tx,
-            &sql,
-            &plan.source,
-            &format!("CHECK ({})", check.expr),
-            out,
-        )
-        .await?
+        if existing.is_some()
+            || attempt(
+                tx,
+                &sql,
+                &plan.source,
+                &format!("CHECK ({})", check.expr),
+                out,
+            )
+            .await?
         {
             let validate = format!(
                 "ALTER TABLE {table_sql} VALIDATE CONSTRAINT {}",
@@ -535,23 +871,22 @@ struct FkCheck<'a> {
 /// Adds the foreign keys of `tables` NOT VALID (deferrable) in one transaction: adding takes
 /// locks on child and parent that would make two connections wait on each other, but it reads
 /// no rows. A key left by an interrupted run is kept. Returns, per table, the keys to validate.
-#[allow(clippy::too_many_arguments)]
 async fn add_foreign_keys<'a>(
     client: &mut Client,
-    config: &Config,
-    opts: &SnapshotOptions,
-    schema: &'a Schema,
-    tables: &[&'a TablePlan],
-    plans: &'a [TablePlan],
+    ctx: &StepContext<'a>,
+    tables: &[usize],
     out: &mut PostLoad,
-) -> Result<Vec<(&'a TablePlan, Vec<FkCheck<'a>>)>> {
+) -> Result<Vec<(usize, Vec<FkCheck<'a>>)>> {
+    let (config, opts, plans) = (ctx.config, ctx.opts, ctx.plans);
     let mut tx = client
         .transaction()
         .await
         .map_err(pg_err("begin adding foreign keys", "foreign keys"))?;
     let mut checks = Vec::new();
-    for &plan in tables {
-        let table = schema
+    for &t in tables {
+        let plan = &plans[t];
+        let table = ctx
+            .schema
             .table(&plan.source)
             .expect("plans come from the schema");
         let existing: Vec<String> = tx
@@ -582,80 +917,72 @@ async fn add_foreign_keys<'a>(
             }
             table_checks.push(FkCheck { fk, name, parent });
         }
-        checks.push((plan, table_checks));
+        checks.push((t, table_checks));
     }
     tx.commit()
         .await
         .map_err(pg_err("commit foreign keys", "foreign keys"))?;
-    checks.sort_by_key(|(p, _)| std::cmp::Reverse(p.rows));
     Ok(checks)
 }
 
-/// Validates the foreign keys of the tables in `checks`, taking the next table from `next` until
-/// none is left (two of these run at once: validation locks only its own table against other
-/// validations). Violations are listed by key; each table becomes `done` with its keys.
-async fn validate_tables(
+/// Validates the foreign keys of one table (validation locks only its own table against other
+/// validations and index builds; the parent stays free). Violations are listed by key; the
+/// table becomes `done`.
+async fn validate_table(
     client: &mut Client,
-    config: &Config,
-    opts: &SnapshotOptions,
-    checks: &[(&TablePlan, Vec<FkCheck<'_>>)],
-    next: &std::cell::Cell<usize>,
-) -> Result<PostLoad> {
-    let mut out = PostLoad::default();
-    let schema = &config.schema;
-    loop {
-        let i = next.get();
-        let Some((plan, fks)) = checks.get(i) else {
-            return Ok(out);
-        };
-        next.set(i + 1);
-        let mut tx = client
-            .transaction()
+    ctx: &StepContext<'_>,
+    t: usize,
+    fks: &[FkCheck<'_>],
+    out: &mut PostLoad,
+) -> Result<()> {
+    let schema = &ctx.config.schema;
+    let plan = &ctx.plans[t];
+    let mut tx = client
+        .transaction()
+        .await
+        .map_err(pg_err("begin validating foreign keys", &plan.source))?;
+    for check in fks {
+        let validate = format!(
+            "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+            qualified(schema, &plan.target),
+            quote_pg(&check.name)
+        );
+        let sp = tx
+            .savepoint("sqlite2pg_fk")
             .await
-            .map_err(pg_err("begin validating foreign keys", &plan.source))?;
-        for check in fks {
-            let validate = format!(
-                "ALTER TABLE {} VALIDATE CONSTRAINT {}",
-                qualified(schema, &plan.target),
-                quote_pg(&check.name)
-            );
-            let sp = tx
-                .savepoint("sqlite2pg_fk")
+            .map_err(pg_err("open a savepoint", &plan.source))?;
+        match sp.batch_execute(&validate).await {
+            Ok(()) => sp
+                .commit()
                 .await
-                .map_err(pg_err("open a savepoint", &plan.source))?;
-            match sp.batch_execute(&validate).await {
-                Ok(()) => sp
-                    .commit()
+                .map_err(pg_err("release a savepoint", &plan.source))?,
+            Err(_) => {
+                sp.rollback()
                     .await
-                    .map_err(pg_err("release a savepoint", &plan.source))?,
-                Err(_) => {
-                    sp.rollback()
-                        .await
-                        .map_err(pg_err("roll back a savepoint", &plan.source))?;
-                    let (count, keys) = fk_violations(
-                        &mut tx,
-                        schema,
-                        plan,
-                        check.fk,
-                        check.parent,
-                        opts.keep_case,
-                    )
-                    .await?;
-                    out.fk_violations.push(FkViolation {
-                        table: plan.source.clone(),
-                        constraint: check.name.clone(),
-                        parent: check.parent.source.clone(),
-                        keys,
-                        count,
-                    });
-                }
+                    .map_err(pg_err("roll back a savepoint", &plan.source))?;
+                let (count, keys) = fk_violations(
+                    &mut tx,
+                    schema,
+                    plan,
+                    check.fk,
+                    check.parent,
+                    ctx.opts.keep_case,
+                )
+                .await?;
+                out.fk_violations.push(FkViolation {
+                    table: plan.source.clone(),
+                    constraint: check.name.clone(),
+                    parent: check.parent.source.clone(),
+                    keys,
+                    count,
+                });
             }
         }
-        set_status(&tx, schema, &plan.target, TableStatus::Done).await?;
-        tx.commit()
-            .await
-            .map_err(pg_err("commit foreign keys", &plan.source))?;
     }
+    set_status(&tx, schema, &plan.target, TableStatus::Done).await?;
+    tx.commit()
+        .await
+        .map_err(pg_err("commit foreign keys", &plan.source))
 }
 
 async fn fk_violations(
