@@ -124,14 +124,18 @@ pub async fn run(
 /// One step of the post-load, on one table (`usize`: its index in the plans).
 #[derive(Debug, Clone)]
 enum Step {
-    /// Primary key (and the unique indexes a foreign key refers to), DEFAULTs, CHECKs, identity.
-    Keys(usize, Vec<IndexStatement>),
-    /// Every foreign key of these (unfinished) tables, NOT VALID: after every [`Step::Keys`] (a
+    /// In one transaction: with `keys`, the primary key, DEFAULTs, CHECKs and identity; then
+    /// `indexes`. The keys step of a table also builds the unique indexes a foreign key refers
+    /// to; every other index is a step of its own (builds on one table run side by side).
+    Build {
+        table: usize,
+        keys: bool,
+        indexes: Vec<IndexStatement>,
+    },
+    /// Every foreign key of these (unfinished) tables, NOT VALID: after every keys step (a
     /// key needs its parent's unique index) and before any index build (adding a key locks
     /// child and parent against index builds; validation, later, does not lock the parent).
     ForeignKeys(Vec<usize>),
-    /// One CREATE INDEX; builds on one table run side by side.
-    Index(usize, IndexStatement),
     /// Every index of the table exists: status `indexed`.
     Indexed(usize),
     /// The table's foreign keys validated (violations listed by key): status `done`.
@@ -198,7 +202,12 @@ fn plan_steps(
                 .into_iter()
                 .partition(|i| early.contains(&i.source_name));
         loaded.push((t, steps.len(), later));
-        steps.push((Step::Keys(t, early), Vec::new()));
+        let keys = Step::Build {
+            table: t,
+            keys: true,
+            indexes: early,
+        };
+        steps.push((keys, Vec::new()));
     }
     let fks = steps.len();
     let unfinished = (0..statuses.len())
@@ -212,7 +221,12 @@ fn plan_steps(
             let mut built = vec![fks];
             for index in later {
                 built.push(steps.len());
-                steps.push((Step::Index(t, index), vec![keys, fks]));
+                let build = Step::Build {
+                    table: t,
+                    keys: false,
+                    indexes: vec![index],
+                };
+                steps.push((build, vec![keys, fks]));
             }
             before = vec![steps.len()];
             steps.push((Step::Indexed(t), built));
@@ -275,7 +289,7 @@ impl StepQueue {
     fn new(steps: Vec<(Step, Vec<usize>)>, ctx: &StepContext<'_>) -> StepQueue {
         let rows = |t: usize| ctx.plans[t].rows;
         let cost = |step: &Step| match step {
-            Step::Keys(t, _) | Step::Index(t, _) => rows(*t) + 1,
+            Step::Build { table, .. } => rows(*table) + 1,
             // Validation joins the table with each parent.
             Step::Validate(t) => {
                 let parents: u64 = ctx
@@ -381,27 +395,26 @@ async fn run_step(
 ) -> Result<()> {
     let config = ctx.config;
     match step {
-        Step::Keys(t, early) => {
-            let plan = &ctx.plans[*t];
+        Step::Build {
+            table,
+            keys,
+            indexes,
+        } => {
+            let plan = &ctx.plans[*table];
             let mut tx = client
                 .transaction()
                 .await
                 .map_err(pg_err("begin post-load", &plan.source))?;
-            let source = TableSource {
-                conn: ctx.conn,
-                file: ctx.file,
-                table: ctx.table(*t),
-            };
-            table_keys(
-                &mut tx,
-                &source,
-                &config.schema,
-                ctx.opts.keep_case,
-                plan,
-                out,
-            )
-            .await?;
-            for index in early {
+            if *keys {
+                let source = TableSource {
+                    conn: ctx.conn,
+                    file: ctx.file,
+                    table: ctx.table(*table),
+                };
+                let keep_case = ctx.opts.keep_case;
+                table_keys(&mut tx, &source, &config.schema, keep_case, plan, out).await?;
+            }
+            for index in indexes {
                 create_index(&mut tx, &config.schema, plan, index, out).await?;
             }
             tx.commit()
@@ -412,17 +425,6 @@ async fn run_step(
             let checks = add_foreign_keys(client, ctx, tables, out).await?;
             *ctx.checks.borrow_mut() = checks;
             Ok(())
-        }
-        Step::Index(t, index) => {
-            let plan = &ctx.plans[*t];
-            let mut tx = client
-                .transaction()
-                .await
-                .map_err(pg_err("begin post-load", &plan.source))?;
-            create_index(&mut tx, &config.schema, plan, index, out).await?;
-            tx.commit()
-                .await
-                .map_err(pg_err("commit post-load", &plan.source))
         }
         Step::Indexed(t) => {
             set_status(
@@ -447,6 +449,26 @@ async fn run_step(
     }
 }
 
+const RELATION_EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL";
+const HAS_PRIMARY_KEY: &str = "SELECT EXISTS (SELECT 1 FROM pg_constraint \
+     WHERE conrelid = to_regclass($1) AND contype = 'p')";
+
+/// What `sql` (one boolean from one text parameter, `name`) answers: whether something an
+/// interrupted run may have created exists.
+async fn found(
+    tx: &Transaction<'_>,
+    sql: &str,
+    name: &str,
+    op: &'static str,
+    subject: &str,
+) -> Result<bool> {
+    Ok(tx
+        .query_one(sql, &[&name])
+        .await
+        .map_err(pg_err(op, subject))?
+        .get(0))
+}
+
 /// CREATE INDEX unless an interrupted run built it; PostgreSQL's refusal becomes a note.
 async fn create_index(
     tx: &mut Transaction<'_>,
@@ -455,14 +477,15 @@ async fn create_index(
     index: &IndexStatement,
     out: &mut PostLoad,
 ) -> Result<()> {
-    let exists: bool = tx
-        .query_one(
-            "SELECT to_regclass($1) IS NOT NULL",
-            &[&qualified(schema, &index.name)],
-        )
-        .await
-        .map_err(pg_err("look for an index", &plan.source))?
-        .get(0);
+    let name = qualified(schema, &index.name);
+    let exists = found(
+        tx,
+        RELATION_EXISTS,
+        &name,
+        "look for an index",
+        &plan.source,
+    )
+    .await?;
     if !exists && attempt(tx, &index.sql, &plan.source, &index.what, out).await? {
         out.indexes_created += 1;
     }
@@ -592,14 +615,15 @@ async fn table_keys(
 ) -> Result<()> {
     let TableSource { conn, file, table } = *source;
     if let Some(sql) = add_primary_key(schema, plan) {
-        let exists: bool = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'p')",
-                &[&qualified(schema, &plan.target)],
-            )
-            .await
-            .map_err(pg_err("look for the primary key", &plan.source))?
-            .get(0);
+        let table = qualified(schema, &plan.target);
+        let exists = found(
+            tx,
+            HAS_PRIMARY_KEY,
+            &table,
+            "look for the primary key",
+            &plan.source,
+        )
+        .await?;
         if !exists && !attempt(tx, &sql, &plan.source, "the primary key", out).await? {
             return Err(Error::Config {
                 field: format!("table {:?}", plan.source),
@@ -1039,15 +1063,16 @@ async fn views(
 ) -> Result<()> {
     for view in schema.others.iter().filter(|o| o.kind == "view") {
         let name = target_name(&view.name, opts.keep_case);
-        let exists: bool = tx
-            .query_one(
-                "SELECT to_regclass($1) IS NOT NULL",
-                &[&qualified(&config.schema, &name)],
-            )
-            .await
-            .map_err(pg_err("look for a view", &view.name))?
-            .get(0);
-        if exists {
+        let qualified_name = qualified(&config.schema, &name);
+        if found(
+            tx,
+            RELATION_EXISTS,
+            &qualified_name,
+            "look for a view",
+            &view.name,
+        )
+        .await?
+        {
             continue;
         }
         match translate_view(&view.sql, &config.schema, opts.keep_case) {
