@@ -367,36 +367,35 @@ pub fn show_progress(progress: &LoadProgress, done: &AtomicBool) {
             std::thread::sleep(tick);
             if last.elapsed().as_secs() >= 5 {
                 last = std::time::Instant::now();
-                let copied: u64 = progress
-                    .tables
-                    .iter()
-                    .map(|t| t.2.load(Ordering::Relaxed))
-                    .sum();
-                let total: u64 = progress.tables.iter().map(|t| t.1).sum();
-                tracing::info!(copied, total, "snapshot progress");
+                let tables = progress.tables.iter();
+                let done: u64 = tables.clone().map(|t| t.2.load(Ordering::Relaxed)).sum();
+                let total: u64 = tables.map(|t| t.1.load(Ordering::Relaxed)).sum();
+                tracing::info!(done, total, unit = progress.unit, "snapshot progress");
             }
         }
         return;
     }
     let multi = MultiProgress::new();
-    let style = ProgressStyle::with_template(
-        "{prefix:>24} {wide_bar} {pos}/{len} rows {per_sec} eta {eta}",
-    )
+    let style = ProgressStyle::with_template(&format!(
+        "{{prefix:>24}} {{wide_bar}} {{pos}}/{{len}} {} {{per_sec}} eta {{eta}}",
+        progress.unit
+    ))
     .expect("a valid progress template");
     let bars: Vec<ProgressBar> = progress
         .tables
         .iter()
-        .map(|(name, rows, _)| {
+        .map(|(name, total, _)| {
             multi.add(
-                ProgressBar::new(*rows)
+                ProgressBar::new(total.load(Ordering::Relaxed))
                     .with_style(style.clone())
                     .with_prefix(name.clone()),
             )
         })
         .collect();
     while !done.load(Ordering::Relaxed) {
-        for (bar, (_, _, copied)) in bars.iter().zip(&progress.tables) {
-            bar.set_position(copied.load(Ordering::Relaxed));
+        for (bar, (_, total, count)) in bars.iter().zip(&progress.tables) {
+            bar.set_length(total.load(Ordering::Relaxed));
+            bar.set_position(count.load(Ordering::Relaxed));
         }
         std::thread::sleep(tick);
     }

@@ -789,3 +789,38 @@ fn a_foreign_key_to_a_unique_column_is_created_and_checked() {
         r.post_load.notes
     );
 }
+
+/// The progress the command line shows: rows per table while copying, then the post-load's
+/// steps, each counter reaching its total when its phase ends.
+#[test]
+fn progress_counts_rows_then_post_load_steps_to_their_totals() {
+    use std::sync::atomic::Ordering;
+    let dir = temp_dir();
+    let src = rules_db(dir.path());
+    let db = TestDb::new();
+    let flags = GlobalFlags {
+        source: Some(src),
+        target: Some(db.url_string()),
+        ..GlobalFlags::default()
+    };
+    let seen = std::sync::Mutex::new(Vec::new());
+    let watch = |p: &sqlite2pg::snapshot::LoadProgress, done: &std::sync::atomic::AtomicBool| {
+        while !done.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let sum = |f: fn(&(String, _, _)) -> u64| p.tables.iter().map(f).sum::<u64>();
+        let total = sum(|t| t.1.load(Ordering::Relaxed));
+        let count = sum(|t| t.2.load(Ordering::Relaxed));
+        seen.lock().unwrap().push((p.unit, total, count));
+    };
+    let r = run_snapshot(&Config::resolve(&flags).unwrap(), &options(), &watch).unwrap();
+    let seen = seen.into_inner().unwrap();
+    let rows: u64 = r.tables.iter().map(|t| t.source_rows).sum();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0], ("rows", rows, rows));
+    let (unit, total, count) = seen[1];
+    assert_eq!(unit, "steps");
+    // Per table at least its keys, validation and ANALYZE, plus the foreign keys step.
+    assert!(total > 3 * r.tables.len() as u64, "{seen:?}");
+    assert_eq!(count, total, "every step done");
+}

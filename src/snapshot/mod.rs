@@ -59,15 +59,20 @@ pub struct SnapshotOptions {
     pub range_rows: u64,
 }
 
-/// Live counters the command line turns into progress bars.
+/// Live counters the command line turns into progress bars: rows per table during the copy,
+/// then the post-load's steps.
 #[derive(Debug, Clone)]
 pub struct LoadProgress {
-    /// (table, rows to copy, rows copied so far)
-    pub tables: Vec<(String, u64, Arc<AtomicU64>)>,
+    /// What is counted: `rows`, `steps`.
+    pub unit: &'static str,
+    /// (table or phase, how many in all, how many done so far); the post-load learns its
+    /// number of steps once it has planned them.
+    pub tables: Vec<(String, Arc<AtomicU64>, Arc<AtomicU64>)>,
 }
 
-/// Runs the snapshot. `watch` is called once the copy starts, on its own thread, with the
-/// counters and a flag that turns true when the copy ends.
+/// Runs the snapshot. `watch` is called once when the copy starts and once when the post-load
+/// starts, each time on its own thread, with the counters and a flag that turns true when that
+/// phase ends.
 pub fn run_snapshot(
     config: &Config,
     opts: &SnapshotOptions,
@@ -99,9 +104,13 @@ pub fn run_snapshot(
         opts.range_rows,
     ))?;
     let progress = LoadProgress {
+        unit: "rows",
         tables: plans
             .iter()
-            .map(|p| (p.source.clone(), p.rows, Arc::new(AtomicU64::new(0))))
+            .map(|p| {
+                let rows = Arc::new(AtomicU64::new(p.rows));
+                (p.source.clone(), rows, Arc::new(AtomicU64::new(0)))
+            })
             .collect(),
     };
     let settings = CopySettings {
@@ -134,16 +143,32 @@ pub fn run_snapshot(
     }
     crate::fault::hit(crate::fault::SNAPSHOT_BEFORE_POST_LOAD);
     let mut second = runtime.block_on(target.connect())?;
-    let post = runtime.block_on(post_load::run(
-        &mut client,
-        &mut second,
-        &conn,
-        &source.file,
-        config,
-        opts,
-        &schema,
-        &plans,
-    ))?;
+    let steps = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let post_progress = LoadProgress {
+        unit: "steps",
+        tables: vec![(
+            "keys, indexes, foreign keys".into(),
+            steps.0.clone(),
+            steps.1.clone(),
+        )],
+    };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let post = std::thread::scope(|s| {
+        s.spawn(|| watch(&post_progress, &done));
+        let post = runtime.block_on(post_load::run(
+            &mut client,
+            &mut second,
+            &conn,
+            &source.file,
+            config,
+            opts,
+            &schema,
+            &plans,
+            (&steps.0, &steps.1),
+        ));
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        post
+    })?;
     source.verified()?;
     let mut report = runtime.block_on(report::build(
         &client,

@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::Connection;
 use serde::Serialize;
@@ -84,6 +85,7 @@ pub async fn run(
     opts: &SnapshotOptions,
     schema: &Schema,
     plans: &[TablePlan],
+    (total, done): (&AtomicU64, &AtomicU64),
 ) -> Result<PostLoad> {
     raise_maintenance_memory(client).await?;
     raise_maintenance_memory(second).await?;
@@ -102,11 +104,12 @@ pub async fn run(
     };
     let mut out = PostLoad::default();
     let steps = plan_steps(&ctx, &statuses, &mut out)?;
+    total.store(steps.len() as u64, Ordering::Relaxed);
     let queue = RefCell::new(StepQueue::new(steps, &ctx));
     let wake = tokio::sync::Notify::new();
     let (first, other) = tokio::try_join!(
-        step_worker(client, &ctx, &queue, &wake),
-        step_worker(second, &ctx, &queue, &wake)
+        step_worker(client, &ctx, &queue, &wake, done),
+        step_worker(second, &ctx, &queue, &wake, done)
     )?;
     out.merge(first);
     out.merge(other);
@@ -361,12 +364,40 @@ impl StepQueue {
     }
 }
 
+impl Step {
+    /// What the step did, for the log.
+    fn describe(&self, ctx: &StepContext<'_>) -> String {
+        let table = |t: &usize| &ctx.plans[*t].source;
+        match self {
+            Step::Build {
+                table: t,
+                keys: true,
+                ..
+            } => format!(
+                "primary key, CHECKs, DEFAULTs and identity of {:?}",
+                table(t)
+            ),
+            Step::Build {
+                table: t, indexes, ..
+            } => {
+                let names: Vec<&str> = indexes.iter().map(|i| i.name.as_str()).collect();
+                format!("index {} on {:?}", names.join(", "), table(t))
+            }
+            Step::ForeignKeys(_) => "foreign keys added NOT VALID".into(),
+            Step::Indexed(t) => format!("every index of {:?} built", table(t)),
+            Step::Validate(t) => format!("foreign keys of {:?} validated", table(t)),
+            Step::Analyze(t) => format!("ANALYZE {:?}", table(t)),
+        }
+    }
+}
+
 /// Runs steps on one connection until none is left (or the other connection failed).
 async fn step_worker(
     client: &mut Client,
     ctx: &StepContext<'_>,
     queue: &RefCell<StepQueue>,
     wake: &tokio::sync::Notify,
+    done: &AtomicU64,
 ) -> Result<PostLoad> {
     let mut out = PostLoad::default();
     loop {
@@ -375,10 +406,13 @@ async fn step_worker(
         let next = queue.borrow_mut().next();
         match next {
             Next::Run(i, step) => {
+                let started = std::time::Instant::now();
                 let result = run_step(client, ctx, &step, &mut out).await;
                 queue.borrow_mut().finish(i, result.is_ok());
                 wake.notify_waiters();
                 result?;
+                done.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(step = %step.describe(ctx), seconds = started.elapsed().as_secs_f64(), "post-load step done");
                 crate::fault::hit(crate::fault::SNAPSHOT_AFTER_POST_LOAD_STEP);
             }
             Next::Wait => finished_elsewhere.await,
