@@ -614,6 +614,12 @@ fn a_crash_at_each_fault_point_resumes_without_loss_or_duplicates() {
             "SELECT count(*) FROM sqlite2pg.snapshot_tables WHERE status <> 'done'",
         );
         assert_eq!(not_done, 0, "{fault}");
+        // Autovacuum, off while the snapshot loads and builds, is back on every table.
+        let autovacuum_off: i64 = scalar(
+            &db,
+            "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace AND array_to_string(reloptions, ',') LIKE '%autovacuum_enabled=false%'",
+        );
+        assert_eq!(autovacuum_off, 0, "{fault}");
     }
 }
 

@@ -143,7 +143,8 @@ enum Step {
     Indexed(usize),
     /// The table's foreign keys validated (violations listed by key): status `done`.
     Validate(usize),
-    /// ANALYZE (also after a resumed run: statistics are cheap and must not be missing).
+    /// ANALYZE and autovacuum back on (also after a resumed run: statistics are cheap and must
+    /// not be missing).
     Analyze(usize),
 }
 
@@ -558,11 +559,14 @@ impl PostLoad {
     }
 }
 
+/// ANALYZE, then autovacuum back on (the snapshot keeps it off while it loads and builds; a
+/// run interrupted before this step leaves it off until the re-run gets here).
 async fn analyze(client: &Client, config: &Config, plan: &TablePlan) -> Result<()> {
+    let table = qualified(&config.schema, &plan.target);
     client
         .batch_execute(&format!(
-            "ANALYZE {}",
-            qualified(&config.schema, &plan.target)
+            "ANALYZE {table};\n\
+             ALTER TABLE {table} RESET (autovacuum_enabled, toast.autovacuum_enabled);"
         ))
         .await
         .map_err(pg_err("ANALYZE", &plan.source))
