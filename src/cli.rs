@@ -148,7 +148,8 @@ pub struct SnapshotArgs {
     /// Only these tables (comma-separated); refused if a foreign key would point outside them.
     #[arg(long, value_delimiter = ',', value_name = "T1,T2")]
     pub tables: Option<Vec<String>>,
-    /// Parallel copy workers (tables and rowid ranges of large tables) [default: CPU cores].
+    /// Parallel copy workers (tables and rowid ranges of large tables), and connections sharing
+    /// the post-load's steps (at most 4) [default: CPU cores].
     #[arg(long)]
     pub jobs: Option<usize>,
     /// Rows per COPY chunk sent to PostgreSQL.

@@ -797,7 +797,7 @@ fn a_foreign_key_to_a_unique_column_is_created_and_checked() {
 }
 
 /// The progress the command line shows: rows per table while copying, then the post-load's
-/// steps, each counter reaching its total when its phase ends.
+/// steps, each counter reaching its total when its phase ends; with `--jobs 3`.
 #[test]
 fn progress_counts_rows_then_post_load_steps_to_their_totals() {
     use std::sync::atomic::Ordering;
@@ -819,7 +819,12 @@ fn progress_counts_rows_then_post_load_steps_to_their_totals() {
         let count = sum(|t| t.2.load(Ordering::Relaxed));
         seen.lock().unwrap().push((p.unit, total, count));
     };
-    let r = run_snapshot(&Config::resolve(&flags).unwrap(), &options(), &watch).unwrap();
+    // Three workers: three copy connections, then three post-load connections sharing steps.
+    let opts = SnapshotOptions {
+        jobs: 3,
+        ..options()
+    };
+    let r = run_snapshot(&Config::resolve(&flags).unwrap(), &opts, &watch).unwrap();
     let seen = seen.into_inner().unwrap();
     let rows: u64 = r.tables.iter().map(|t| t.source_rows).sum();
     assert_eq!(seen.len(), 2, "{seen:?}");

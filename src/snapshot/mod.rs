@@ -142,7 +142,10 @@ pub fn run_snapshot(
         runtime.block_on(finish_load(&client, &config.schema, &p.target))?;
     }
     crate::fault::hit(crate::fault::SNAPSHOT_BEFORE_POST_LOAD);
-    let mut second = runtime.block_on(target.connect())?;
+    let connections = opts.jobs.clamp(1, post_load::MAX_POST_LOAD_CONNECTIONS);
+    let mut others = (1..connections)
+        .map(|_| runtime.block_on(target.connect()))
+        .collect::<Result<Vec<_>>>()?;
     let steps = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let post_progress = LoadProgress {
         unit: "steps",
@@ -157,7 +160,7 @@ pub fn run_snapshot(
         s.spawn(|| watch(&post_progress, &done));
         let post = runtime.block_on(post_load::run(
             &mut client,
-            &mut second,
+            &mut others,
             &conn,
             &source.file,
             config,

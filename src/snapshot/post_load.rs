@@ -29,10 +29,16 @@ use crate::translate::{
     translate_view, IndexSql, IndexedColumn,
 };
 
-/// `maintenance_work_mem` of the two post-load sessions, when the server's is lower: index and
-/// key builds of a few million rows then sort in memory instead of on disk (15-25% faster at
-/// scale 1). Two sessions: at most 512 MB of the server's memory, for the post-load only.
-const POST_LOAD_MAINTENANCE_KB: i64 = 256 * 1024;
+/// `maintenance_work_mem` of the post-load sessions together, when the server gives each less
+/// than its share: index and key builds of a few million rows then sort in memory instead of on
+/// disk (15-25% faster at scale 1 with two sessions of 256 MB). At most this much of the
+/// server's memory, for the post-load only.
+const POST_LOAD_MAINTENANCE_KB: i64 = 512 * 1024;
+
+/// The most connections the post-load uses (`--jobs`, default = cores, up to this): index
+/// builds are CPU-bound on the server, and each connection holds its share of
+/// [`POST_LOAD_MAINTENANCE_KB`].
+pub const MAX_POST_LOAD_CONNECTIONS: usize = 4;
 
 /// Violating keys listed per foreign key: enough to find and fix them.
 const MAX_VIOLATIONS_LISTED: i64 = 20;
@@ -67,18 +73,18 @@ fn pg_err(op: &'static str, table: &str) -> impl FnOnce(tokio_postgres::Error) -
     move |source| Error::Target { op, table, source }
 }
 
-/// Everything after the load, as small steps shared by two connections (see [`Step`]): each
+/// Everything after the load, as small steps shared by the connections (see [`Step`]): each
 /// table's primary key, CHECKs, DEFAULTs and identity in one transaction; then every foreign
 /// key NOT VALID in one short transaction; then each index in its own transaction, the tables'
 /// foreign-key validations and ANALYZE, the step heading the longest chain of work first.
-/// A connection takes the next step as soon as it is free, so the two stay busy until the end
+/// A connection takes the next step as soon as it is free, so all stay busy until the end
 /// (building one table's indexes per connection left one idle for a second or more). Steps are
 /// idempotent — what an interrupted run committed is found and kept — and a table's status
 /// moves forward only when all of its steps before it committed. Views come last.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: &mut Client,
-    second: &mut Client,
+    others: &mut [Client],
     conn: &Connection,
     file: &Path,
     config: &Config,
@@ -87,8 +93,11 @@ pub async fn run(
     plans: &[TablePlan],
     (total, done): (&AtomicU64, &AtomicU64),
 ) -> Result<PostLoad> {
-    raise_maintenance_memory(client).await?;
-    raise_maintenance_memory(second).await?;
+    let share = POST_LOAD_MAINTENANCE_KB / (1 + others.len() as i64);
+    raise_maintenance_memory(client, share).await?;
+    for other in others.iter() {
+        raise_maintenance_memory(other, share).await?;
+    }
     let mut statuses = Vec::with_capacity(plans.len());
     for plan in plans {
         statuses.push(status(client, config, plan).await?);
@@ -105,14 +114,14 @@ pub async fn run(
     let mut out = PostLoad::default();
     let steps = plan_steps(&ctx, &statuses, &mut out)?;
     total.store(steps.len() as u64, Ordering::Relaxed);
-    let queue = RefCell::new(StepQueue::new(steps, &ctx));
+    let queue = RefCell::new(StepQueue::new(steps, |s| step_cost(s, &ctx)));
     let wake = tokio::sync::Notify::new();
-    let (first, other) = tokio::try_join!(
-        step_worker(client, &ctx, &queue, &wake, done),
-        step_worker(second, &ctx, &queue, &wake, done)
-    )?;
-    out.merge(first);
-    out.merge(other);
+    let workers = std::iter::once(&mut *client)
+        .chain(others.iter_mut())
+        .map(|c| step_worker(c, &ctx, &queue, &wake, done));
+    for worker_out in futures_util::future::try_join_all(workers).await? {
+        out.merge(worker_out);
+    }
     out.fk_violations
         .sort_by_key(|v| plans.iter().position(|p| p.source == v.table));
     let mut tx = client
@@ -275,6 +284,32 @@ struct StepQueue {
     failed: bool,
 }
 
+/// Estimated work of a step, in rows read.
+fn step_cost(step: &Step, ctx: &StepContext<'_>) -> u64 {
+    let rows = |t: usize| ctx.plans[t].rows;
+    match step {
+        Step::Build { table, .. } => rows(*table) + 1,
+        // Validation joins the table with each parent.
+        Step::Validate(t) => {
+            let parents: u64 = ctx
+                .table(*t)
+                .foreign_keys
+                .iter()
+                .filter_map(|fk| {
+                    ctx.plans
+                        .iter()
+                        .find(|p| p.source.eq_ignore_ascii_case(&fk.parent_table))
+                })
+                .map(|p| p.rows + rows(*t))
+                .sum();
+            parents + 1
+        }
+        // ANALYZE reads a sample of 30,000 rows.
+        Step::Analyze(t) => rows(*t).min(30_000) + 1,
+        Step::ForeignKeys(_) | Step::Indexed(_) => 1,
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StepState {
     Waiting,
@@ -289,30 +324,8 @@ enum Next {
 }
 
 impl StepQueue {
-    /// `steps` in an order where every step comes after those it waits for.
-    fn new(steps: Vec<(Step, Vec<usize>)>, ctx: &StepContext<'_>) -> StepQueue {
-        let rows = |t: usize| ctx.plans[t].rows;
-        let cost = |step: &Step| match step {
-            Step::Build { table, .. } => rows(*table) + 1,
-            // Validation joins the table with each parent.
-            Step::Validate(t) => {
-                let parents: u64 = ctx
-                    .table(*t)
-                    .foreign_keys
-                    .iter()
-                    .filter_map(|fk| {
-                        ctx.plans
-                            .iter()
-                            .find(|p| p.source.eq_ignore_ascii_case(&fk.parent_table))
-                    })
-                    .map(|p| p.rows + rows(*t))
-                    .sum();
-                parents + 1
-            }
-            // ANALYZE reads a sample of 30,000 rows.
-            Step::Analyze(t) => rows(*t).min(30_000) + 1,
-            Step::ForeignKeys(_) | Step::Indexed(_) => 1,
-        };
+    /// `steps` in an order where every step comes after those it waits for, with their costs.
+    fn new(steps: Vec<(Step, Vec<usize>)>, cost: impl Fn(&Step) -> u64) -> StepQueue {
         let mut chain: Vec<u64> = steps.iter().map(|(s, _)| cost(s)).collect();
         for i in (0..steps.len()).rev() {
             let longest_after = (i + 1..steps.len())
@@ -527,11 +540,10 @@ async fn create_index(
     Ok(())
 }
 
-/// Raises the session's `maintenance_work_mem` to [`POST_LOAD_MAINTENANCE_KB`] unless the
-/// server already gives more.
-async fn raise_maintenance_memory(client: &Client) -> Result<()> {
+/// Raises the session's `maintenance_work_mem` to `kb` unless the server already gives more.
+async fn raise_maintenance_memory(client: &Client, kb: i64) -> Result<()> {
     let err = pg_err("set maintenance_work_mem", "post-load");
-    let kb: i64 = client
+    let current: i64 = client
         .query_one(
             "SELECT setting::bigint FROM pg_settings WHERE name = 'maintenance_work_mem'",
             &[],
@@ -539,13 +551,11 @@ async fn raise_maintenance_memory(client: &Client) -> Result<()> {
         .await
         .map_err(pg_err("read maintenance_work_mem", "post-load"))?
         .get(0);
-    if kb >= POST_LOAD_MAINTENANCE_KB {
+    if current >= kb {
         return Ok(());
     }
     client
-        .batch_execute(&format!(
-            "SET maintenance_work_mem = '{POST_LOAD_MAINTENANCE_KB}kB'"
-        ))
+        .batch_execute(&format!("SET maintenance_work_mem = '{kb}kB'"))
         .await
         .map_err(err)
 }
@@ -1126,4 +1136,80 @@ async fn views(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Steps of table `t` cost `t`'s weight; `ForeignKeys` and `Indexed` cost 1.
+    fn queue(steps: Vec<(Step, Vec<usize>)>, weights: &[u64]) -> StepQueue {
+        StepQueue::new(steps, |s| match s {
+            Step::Build { table, .. } | Step::Validate(table) | Step::Analyze(table) => {
+                weights[*table]
+            }
+            Step::ForeignKeys(_) | Step::Indexed(_) => 1,
+        })
+    }
+
+    fn build(table: usize) -> Step {
+        Step::Build {
+            table,
+            keys: false,
+            indexes: Vec::new(),
+        }
+    }
+
+    fn run(q: &mut StepQueue) -> usize {
+        match q.next() {
+            Next::Run(i, _) => i,
+            Next::Wait => panic!("waits"),
+            Next::Stop => panic!("stops"),
+        }
+    }
+
+    #[test]
+    fn the_step_heading_the_longest_chain_goes_first_and_waits_are_kept() {
+        // 0: a build of table 0 (weight 10); 1: a build of table 1 (weight 3), then 2 and 3
+        // after it (weight 3 each): chain 1-2-3 weighs 9 against 0's 10, so 0 first, then 1.
+        let steps = vec![
+            (build(0), vec![]),
+            (build(1), vec![]),
+            (Step::Validate(1), vec![1]),
+            (Step::Analyze(1), vec![2]),
+        ];
+        let mut q = queue(steps, &[10, 3]);
+        assert_eq!(run(&mut q), 0);
+        assert_eq!(run(&mut q), 1);
+        assert!(matches!(q.next(), Next::Wait), "2 waits for 1");
+        q.finish(1, true);
+        assert_eq!(run(&mut q), 2);
+        q.finish(0, true);
+        assert!(matches!(q.next(), Next::Wait), "3 waits for 2");
+        q.finish(2, true);
+        assert_eq!(run(&mut q), 3);
+        q.finish(3, true);
+        assert!(matches!(q.next(), Next::Stop));
+    }
+
+    #[test]
+    fn a_longer_chain_behind_a_cheap_step_beats_a_costly_lone_step() {
+        // Step 1 is cheap (weight 1) but 2 waits for it with weight 50.
+        let steps = vec![
+            (build(0), vec![]),
+            (build(1), vec![]),
+            (Step::Validate(2), vec![1]),
+        ];
+        let mut q = queue(steps, &[10, 1, 50]);
+        assert_eq!(run(&mut q), 1);
+    }
+
+    #[test]
+    fn a_failed_step_stops_every_worker() {
+        let steps = vec![(build(0), vec![]), (build(1), vec![])];
+        let mut q = queue(steps, &[1, 1]);
+        let first = run(&mut q);
+        q.finish(first, false);
+        assert!(matches!(q.next(), Next::Stop));
+    }
 }
