@@ -626,6 +626,16 @@ fn prepare_raw(pg: &Pg, source: &Source) -> RawInput {
         chunks.extend(split_copy_file(&qualified, &file));
         tables.push(qualified);
     }
+    // Autovacuum off while loading and building, as sqlite2pg does: a worker vacuuming a freshly
+    // loaded table makes the key and index builds wait up to deadlock_timeout (1 s), in some
+    // rounds and not others. Without it both sides are measured without that noise.
+    let mut pre = fs::read_to_string(&pre_data).expect("read the pre-data DDL");
+    for table in &tables {
+        pre.push_str(&format!(
+            "ALTER TABLE {table} SET (autovacuum_enabled = false, toast.autovacuum_enabled = false);\n"
+        ));
+    }
+    fs::write(&pre_data, pre).expect("write the pre-data DDL");
     RawInput {
         pre_data,
         post_data,
@@ -728,6 +738,10 @@ fn run_raw(pg: &Pg, input: &RawInput, round: usize) -> Measured {
     });
     let post = timed(|| pg.run_script(&db, &input.post_data));
     let analyze_sql = format!("ANALYZE {}", input.tables.join(", "));
+    let reset: Vec<String> = (input.tables.iter())
+        .map(|t| format!("ALTER TABLE {t} RESET (autovacuum_enabled, toast.autovacuum_enabled)"))
+        .collect();
+    let analyze_sql = format!("{analyze_sql}; {}", reset.join("; "));
     let analyze = timed(|| drop(pg.sql(&db, &analyze_sql)));
     Measured {
         seconds: started.elapsed().as_secs_f64(),
@@ -1029,7 +1043,8 @@ fn method_note(has_pgloader: bool) -> String {
         "Raw COPY FROM is PostgreSQL's own ingest of the rows sqlite2pg loaded: text files read \
          by the server (`COPY t FROM 'file'`, tables over {DEFAULT_RANGE_ROWS} rows in chunks of \
          that size) over {JOBS} connections, then `pg_dump --section=post-data` (keys, indexes, \
-         foreign keys) and ANALYZE on one connection. Every database is created before its clock \
+         foreign keys) and ANALYZE on one connection, autovacuum off on its tables until then as \
+         sqlite2pg does. Every database is created before its clock \
          starts, after a CHECKPOINT. sqlite2pg and raw COPY FROM run alternately (`--rounds`, \
          default 3), so a burst of load from other work on this shared machine hits both; the \
          round with the median ratio is shown. MB = 10^6 bytes; MB/s = SQLite file size / \
