@@ -65,21 +65,21 @@ use crate::target::copy_binary::{special_numeric, NUMERIC_NAN, NUMERIC_PINF};
 /// The row-hash version: part of every hash (blake3 derive-key context) and of every report.
 pub const HASH_VERSION: &str = "sqlite2pg row-hash v1";
 
-const TAG_NULL: u8 = 0x00;
-const TAG_BOOL: u8 = 0x01;
-const TAG_INT8: u8 = 0x02;
-const TAG_FLOAT8: u8 = 0x03;
-const TAG_NUMERIC: u8 = 0x04;
-const TAG_NUMERIC_NAN: u8 = 0x05;
-const TAG_NUMERIC_POS_INF: u8 = 0x06;
-const TAG_NUMERIC_NEG_INF: u8 = 0x07;
-const TAG_NUMERIC_INVALID: u8 = 0x08;
-const TAG_TEXT: u8 = 0x09;
-const TAG_BYTEA: u8 = 0x0A;
-const TAG_DATE: u8 = 0x0B;
-const TAG_TIMESTAMPTZ: u8 = 0x0C;
-const TAG_JSONB: u8 = 0x0D;
-const TAG_JSONB_INVALID: u8 = 0x0E;
+pub(super) const TAG_NULL: u8 = 0x00;
+pub(super) const TAG_BOOL: u8 = 0x01;
+pub(super) const TAG_INT8: u8 = 0x02;
+pub(super) const TAG_FLOAT8: u8 = 0x03;
+pub(super) const TAG_NUMERIC: u8 = 0x04;
+pub(super) const TAG_NUMERIC_NAN: u8 = 0x05;
+pub(super) const TAG_NUMERIC_POS_INF: u8 = 0x06;
+pub(super) const TAG_NUMERIC_NEG_INF: u8 = 0x07;
+pub(super) const TAG_NUMERIC_INVALID: u8 = 0x08;
+pub(super) const TAG_TEXT: u8 = 0x09;
+pub(super) const TAG_BYTEA: u8 = 0x0A;
+pub(super) const TAG_DATE: u8 = 0x0B;
+pub(super) const TAG_TIMESTAMPTZ: u8 = 0x0C;
+pub(super) const TAG_JSONB: u8 = 0x0D;
+pub(super) const TAG_JSONB_INVALID: u8 = 0x0E;
 
 /// The one NaN every float8 NaN encodes as (the quiet NaN Rust's `f64::NAN` is).
 const CANONICAL_NAN_BITS: u64 = 0x7ff8_0000_0000_0000;
@@ -113,31 +113,63 @@ pub fn encode_canonical(out: &mut Vec<u8>, v: &PgValue) {
         PgValue::Bytea(b) => length_prefixed(out, TAG_BYTEA, b),
         PgValue::Date(days) => tagged(out, TAG_DATE, &days.to_be_bytes()),
         PgValue::Timestamptz(us) => tagged(out, TAG_TIMESTAMPTZ, &us.to_be_bytes()),
-        PgValue::Jsonb(text) => match canonical_json(text) {
-            Some(json) => length_prefixed(out, TAG_JSONB, json.as_bytes()),
-            None => length_prefixed(out, TAG_JSONB_INVALID, text.as_bytes()),
-        },
+        PgValue::Jsonb(text) => encode_jsonb(out, text),
     }
+}
+
+/// Appends a jsonb value: its canonical JSON, or the text as given under its own tag when it is
+/// not JSON. The canonical text is built in a reused per-thread buffer (no allocation per value).
+pub(super) fn encode_jsonb(out: &mut Vec<u8>, text: &str) {
+    thread_local! {
+        static JSON: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    JSON.with(|cell| {
+        let mut json = cell.borrow_mut();
+        json.clear();
+        match write_canonical_json(text, &mut json) {
+            Some(()) => length_prefixed(out, TAG_JSONB, json.as_bytes()),
+            None => length_prefixed(out, TAG_JSONB_INVALID, text.as_bytes()),
+        }
+        if json.capacity() > 1 << 20 {
+            *json = String::new();
+        }
+    });
 }
 
 /// blake3 (`new_derive_key(HASH_VERSION)`) over: domain byte `R`, number of key values, key
 /// values canonical, number of columns, columns canonical (target order).
 pub fn row_hash(key: &[PgValue], columns: &[PgValue]) -> [u8; 32] {
     with_buffer(|buf| {
-        buf.push(DOMAIN_ROW);
         encode_values(buf, key);
         encode_values(buf, columns);
-        hash(buf)
+        row_hash_of(buf)
     })
 }
 
 /// Hash of the key alone (same context, domain byte `K`), for bucketing rows.
 pub fn key_hash(key: &[PgValue]) -> [u8; 32] {
     with_buffer(|buf| {
-        buf.push(DOMAIN_KEY);
         encode_values(buf, key);
-        hash(buf)
+        key_hash_of(buf)
     })
+}
+
+/// [`row_hash`] of a row already encoded: `encoded` is the number of key values (`u32` BE),
+/// the key values canonical, the number of columns and the columns canonical — everything the
+/// row hash covers after its domain byte.
+pub fn row_hash_of(encoded: &[u8]) -> [u8; 32] {
+    hash(DOMAIN_ROW, encoded)
+}
+
+/// [`key_hash`] of a key already encoded: the number of key values (`u32` BE), then the key
+/// values canonical.
+pub fn key_hash_of(encoded_key: &[u8]) -> [u8; 32] {
+    hash(DOMAIN_KEY, encoded_key)
+}
+
+/// Appends the count that precedes a run of canonical values in the row and key hashes.
+pub fn encode_count(out: &mut Vec<u8>, count: usize) {
+    out.extend_from_slice(&length_u32(count).to_be_bytes());
 }
 
 /// Runs `f` with this thread's empty encoding buffer: hashing millions of rows allocates nothing
@@ -159,28 +191,29 @@ fn with_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
 }
 
 fn encode_values(out: &mut Vec<u8>, values: &[PgValue]) {
-    out.extend_from_slice(&length_u32(values.len()).to_be_bytes());
+    encode_count(out, values.len());
     for v in values {
         encode_canonical(out, v);
     }
 }
 
 /// The derive-key hasher is built once: deriving the context key costs a hash of its own.
-fn hash(bytes: &[u8]) -> [u8; 32] {
+fn hash(domain: u8, bytes: &[u8]) -> [u8; 32] {
     static TEMPLATE: OnceLock<blake3::Hasher> = OnceLock::new();
     let mut hasher = TEMPLATE
         .get_or_init(|| blake3::Hasher::new_derive_key(HASH_VERSION))
         .clone();
+    hasher.update(&[domain]);
     hasher.update(bytes);
     *hasher.finalize().as_bytes()
 }
 
-fn tagged(out: &mut Vec<u8>, tag: u8, payload: &[u8]) {
+pub(super) fn tagged(out: &mut Vec<u8>, tag: u8, payload: &[u8]) {
     out.push(tag);
     out.extend_from_slice(payload);
 }
 
-fn length_prefixed(out: &mut Vec<u8>, tag: u8, payload: &[u8]) {
+pub(super) fn length_prefixed(out: &mut Vec<u8>, tag: u8, payload: &[u8]) {
     out.push(tag);
     out.extend_from_slice(&length_u32(payload.len()).to_be_bytes());
     out.extend_from_slice(payload);
@@ -191,7 +224,7 @@ fn length_u32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
-fn canonical_float_bits(f: f64) -> u64 {
+pub(super) fn canonical_float_bits(f: f64) -> u64 {
     if f.is_nan() {
         CANONICAL_NAN_BITS
     } else if f == 0.0 {
@@ -201,7 +234,7 @@ fn canonical_float_bits(f: f64) -> u64 {
     }
 }
 
-fn encode_numeric(out: &mut Vec<u8>, text: &str) {
+pub(super) fn encode_numeric(out: &mut Vec<u8>, text: &str) {
     match Numeric::parse(text) {
         Some(Numeric::NaN) => out.push(TAG_NUMERIC_NAN),
         Some(Numeric::PosInf) => out.push(TAG_NUMERIC_POS_INF),
@@ -422,15 +455,20 @@ fn numeric_text(text: &str) -> Option<String> {
 /// place, re-sorted only when their keys are not already in order and unique. Iterative, so no
 /// nesting depth can overflow the stack.
 fn canonical_json(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    write_canonical_json(text, &mut out).map(|()| out)
+}
+
+/// [`canonical_json`] appended to `out` (which it may leave half-written on `None`).
+fn write_canonical_json(text: &str, out: &mut String) -> Option<()> {
     let mut lexer = JsonLexer {
         text,
         s: text.as_bytes(),
         at: 0,
     };
-    let mut out = String::with_capacity(text.len());
     let mut open: Vec<Container> = Vec::new();
     loop {
-        if let Some(container) = lexer.value(&mut out)? {
+        if let Some(container) = lexer.value(out)? {
             open.push(container);
             continue;
         }
@@ -439,16 +477,16 @@ fn canonical_json(text: &str) -> Option<String> {
         loop {
             let Some(container) = open.last_mut() else {
                 lexer.skip_whitespace();
-                return (lexer.at == lexer.s.len()).then_some(out);
+                return (lexer.at == lexer.s.len()).then_some(());
             };
             container.end_member(out.len());
             lexer.skip_whitespace();
             if lexer.eat(b',') {
                 out.push(',');
-                container.begin_member(&mut lexer, &mut out)?;
+                container.begin_member(&mut lexer, out)?;
                 break;
             }
-            open.pop()?.close(&mut lexer, &mut out)?;
+            open.pop()?.close(&mut lexer, out)?;
         }
     }
 }
