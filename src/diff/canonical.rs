@@ -57,7 +57,6 @@
 
 use std::cmp::Ordering;
 use std::fmt::Write;
-use std::sync::OnceLock;
 
 use crate::convert::PgValue;
 use crate::target::copy_binary::{special_numeric, NUMERIC_NAN, NUMERIC_PINF};
@@ -118,22 +117,42 @@ pub fn encode_canonical(out: &mut Vec<u8>, v: &PgValue) {
 }
 
 /// Appends a jsonb value: its canonical JSON, or the text as given under its own tag when it is
-/// not JSON. The canonical text is built in a reused per-thread buffer (no allocation per value).
+/// not JSON.
 pub(super) fn encode_jsonb(out: &mut Vec<u8>, text: &str) {
+    with_canonical_json(text, |json| match json {
+        Some(json) => length_prefixed(out, TAG_JSONB, json.as_bytes()),
+        None => length_prefixed(out, TAG_JSONB_INVALID, text.as_bytes()),
+    })
+}
+
+/// Appends a jsonb value when `text` is JSON and returns true; writes nothing and returns false
+/// when it is not.
+pub(super) fn encode_jsonb_if_json(out: &mut Vec<u8>, text: &str) -> bool {
+    with_canonical_json(text, |json| {
+        json.map(|json| length_prefixed(out, TAG_JSONB, json.as_bytes()))
+            .is_some()
+    })
+}
+
+/// Runs `f` with the canonical JSON of `text` (None if it is not JSON), built in a reused
+/// per-thread buffer: no allocation per value.
+fn with_canonical_json<R>(text: &str, f: impl FnOnce(Option<&str>) -> R) -> R {
     thread_local! {
-        static JSON: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        static JSON: std::cell::RefCell<(String, JsonScratch)> =
+            std::cell::RefCell::new((String::new(), JsonScratch::default()));
     }
     JSON.with(|cell| {
-        let mut json = cell.borrow_mut();
+        let (json, scratch) = &mut *cell.borrow_mut();
         json.clear();
-        match write_canonical_json(text, &mut json) {
-            Some(()) => length_prefixed(out, TAG_JSONB, json.as_bytes()),
-            None => length_prefixed(out, TAG_JSONB_INVALID, text.as_bytes()),
-        }
+        let result = match write_canonical_json(text, json, scratch) {
+            Some(()) => f(Some(json.as_str())),
+            None => f(None),
+        };
         if json.capacity() > 1 << 20 {
-            *json = String::new();
+            (*json, *scratch) = (String::new(), JsonScratch::default());
         }
-    });
+        result
+    })
 }
 
 /// blake3 (`new_derive_key(HASH_VERSION)`) over: domain byte `R`, number of key values, key
@@ -197,15 +216,21 @@ fn encode_values(out: &mut Vec<u8>, values: &[PgValue]) {
     }
 }
 
-/// The derive-key hasher is built once: deriving the context key costs a hash of its own.
+/// The derive-key hasher is built once per thread (deriving the context key costs a hash of its
+/// own) and reset for each hash: a reset rewrites its small chunk state in place, where a clone
+/// or a new hasher would copy its whole ~2 KB stack of chaining values per row.
 fn hash(domain: u8, bytes: &[u8]) -> [u8; 32] {
-    static TEMPLATE: OnceLock<blake3::Hasher> = OnceLock::new();
-    let mut hasher = TEMPLATE
-        .get_or_init(|| blake3::Hasher::new_derive_key(HASH_VERSION))
-        .clone();
-    hasher.update(&[domain]);
-    hasher.update(bytes);
-    *hasher.finalize().as_bytes()
+    thread_local! {
+        static HASHER: std::cell::RefCell<blake3::Hasher> =
+            std::cell::RefCell::new(blake3::Hasher::new_derive_key(HASH_VERSION));
+    }
+    HASHER.with(|cell| {
+        let mut hasher = cell.borrow_mut();
+        hasher.reset();
+        hasher.update(&[domain]);
+        hasher.update(bytes);
+        *hasher.finalize().as_bytes()
+    })
 }
 
 pub(super) fn tagged(out: &mut Vec<u8>, tag: u8, payload: &[u8]) {
@@ -456,39 +481,52 @@ fn numeric_text(text: &str) -> Option<String> {
 /// nesting depth can overflow the stack.
 fn canonical_json(text: &str) -> Option<String> {
     let mut out = String::with_capacity(text.len());
-    write_canonical_json(text, &mut out).map(|()| out)
+    write_canonical_json(text, &mut out, &mut JsonScratch::default()).map(|()| out)
 }
 
-/// [`canonical_json`] appended to `out` (which it may leave half-written on `None`).
-fn write_canonical_json(text: &str, out: &mut String) -> Option<()> {
+/// [`canonical_json`] written to the empty `out` (which it may leave half-written on `None`).
+fn write_canonical_json(text: &str, out: &mut String, scratch: &mut JsonScratch) -> Option<()> {
     let mut lexer = JsonLexer {
         text,
         s: text.as_bytes(),
         at: 0,
     };
-    let mut open: Vec<Container> = Vec::new();
+    scratch.open.clear();
+    scratch.members.clear();
     loop {
-        if let Some(container) = lexer.value(out)? {
-            open.push(container);
+        if let Some(container) = lexer.value(out, &scratch.members)? {
+            scratch.open.push(container);
             continue;
         }
         // A value is complete: it ends a member of the innermost container, which then
         // either takes another member or closes, completing a value in its parent.
         loop {
-            let Some(container) = open.last_mut() else {
+            let Some(container) = scratch.open.last_mut() else {
                 lexer.skip_whitespace();
                 return (lexer.at == lexer.s.len()).then_some(());
             };
-            container.end_member(out.len());
+            container.end_member(out.len(), &mut scratch.members);
             lexer.skip_whitespace();
             if lexer.eat(b',') {
                 out.push(',');
                 container.begin_member(&mut lexer, out)?;
                 break;
             }
-            open.pop()?.close(&mut lexer, out)?;
+            scratch.open.pop()?.close(&mut lexer, out, scratch)?;
         }
     }
+}
+
+/// The working memory of the JSON canonicaliser, kept between values so that canonicalising
+/// millions of them allocates nothing per value.
+#[derive(Default)]
+struct JsonScratch {
+    open: Vec<Container>,
+    /// (start, end of the key, end) in the output of each finished member of every open object;
+    /// an object's members start at its `base`.
+    members: Vec<(usize, usize, usize)>,
+    /// Where an object's members are rewritten when they have to be sorted.
+    sorted: String,
 }
 
 /// An array or object whose members are still arriving.
@@ -497,8 +535,8 @@ enum Container {
     Object {
         /// Where the first member starts in the output.
         start: usize,
-        /// (start, end of the key, end) of each finished member in the output.
-        members: Vec<(usize, usize, usize)>,
+        /// Where this object's members start in [`JsonScratch::members`].
+        base: usize,
         /// (start, end of the key) of the member being read.
         current: (usize, usize),
     },
@@ -506,13 +544,18 @@ enum Container {
 
 impl Container {
     /// Opens the container whose bracket was just read and not closed at once.
-    fn open(bracket: u8, lexer: &mut JsonLexer<'_>, out: &mut String) -> Option<Container> {
+    fn open(
+        bracket: u8,
+        lexer: &mut JsonLexer<'_>,
+        out: &mut String,
+        members: &[(usize, usize, usize)],
+    ) -> Option<Container> {
         if bracket == b'[' {
             return Some(Container::Array);
         }
         let mut object = Container::Object {
             start: out.len(),
-            members: Vec::new(),
+            base: members.len(),
             current: (0, 0),
         };
         object.begin_member(lexer, out)?;
@@ -535,25 +578,33 @@ impl Container {
         Some(())
     }
 
-    fn end_member(&mut self, end: usize) {
-        if let Container::Object {
-            members, current, ..
-        } = self
-        {
+    fn end_member(&mut self, end: usize, members: &mut Vec<(usize, usize, usize)>) {
+        if let Container::Object { current, .. } = self {
             members.push((current.0, current.1, end));
         }
     }
 
     /// Expects the closing bracket and writes it.
-    fn close(self, lexer: &mut JsonLexer<'_>, out: &mut String) -> Option<()> {
+    fn close(
+        self,
+        lexer: &mut JsonLexer<'_>,
+        out: &mut String,
+        scratch: &mut JsonScratch,
+    ) -> Option<()> {
         match self {
             Container::Array => {
                 lexer.eat(b']').then_some(())?;
                 out.push(']');
             }
-            Container::Object { start, members, .. } => {
+            Container::Object { start, base, .. } => {
                 lexer.eat(b'}').then_some(())?;
-                sort_members(out, start, members);
+                sort_members(
+                    out,
+                    start,
+                    &mut scratch.members[base..],
+                    &mut scratch.sorted,
+                );
+                scratch.members.truncate(base);
                 out.push('}');
             }
         }
@@ -563,24 +614,35 @@ impl Container {
 
 /// Rewrites the members from `start` on sorted by encoded key, of duplicate keys the last one
 /// only — unless they already are.
-fn sort_members(out: &mut String, start: usize, mut members: Vec<(usize, usize, usize)>) {
+fn sort_members(
+    out: &mut String,
+    start: usize,
+    members: &mut [(usize, usize, usize)],
+    sorted: &mut String,
+) {
     let key = |&(s, k, _): &(usize, usize, usize)| &out.as_bytes()[s..k];
     if members.windows(2).all(|w| key(&w[0]) < key(&w[1])) {
         return;
     }
     members.reverse();
-    // Stable: among equal keys the last written now comes first, and dedup keeps the first.
+    // Stable: among equal keys the last written now comes first, and only the first of a run
+    // of equal keys is kept.
     members.sort_by(|a, b| key(a).cmp(key(b)));
-    members.dedup_by(|later, kept| key(later) == key(kept));
-    let mut sorted = String::with_capacity(out.len() - start);
-    for (i, &(s, _, e)) in members.iter().enumerate() {
-        if i > 0 {
+    sorted.clear();
+    let mut previous: Option<&[u8]> = None;
+    for member in members.iter() {
+        let (s, _, e) = *member;
+        if previous == Some(key(member)) {
+            continue;
+        }
+        if previous.is_some() {
             sorted.push(',');
         }
+        previous = Some(key(member));
         sorted.push_str(&out[s..e]);
     }
     out.truncate(start);
-    out.push_str(&sorted);
+    out.push_str(sorted);
 }
 
 /// A strict JSON (RFC 8259) tokenizer over bytes, as PostgreSQL's json lexer reads them.
@@ -605,7 +667,11 @@ impl JsonLexer<'_> {
 
     /// Writes a scalar or an empty container and returns None inside the Some; or opens a
     /// container, ready for its first member's value, and returns it.
-    fn value(&mut self, out: &mut String) -> Option<Option<Container>> {
+    fn value(
+        &mut self,
+        out: &mut String,
+        members: &[(usize, usize, usize)],
+    ) -> Option<Option<Container>> {
         self.skip_whitespace();
         let first = *self.s.get(self.at)?;
         match first {
@@ -618,7 +684,7 @@ impl JsonLexer<'_> {
                     out.push(char::from(close));
                     return Some(None);
                 }
-                return Container::open(first, self, out).map(Some);
+                return Container::open(first, self, out, members).map(Some);
             }
             b'"' => self.string(out)?,
             b't' => self.literal("true", out)?,

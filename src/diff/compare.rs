@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 
 use super::merge::{merge, Ordered};
 use super::report::TableDiff;
-use super::streams::{read_source, read_target, KeyRange, CHANNEL_BATCHES};
+use super::streams::{batch_channel, read_source, read_target, KeyRange};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::source::introspect::Table;
@@ -64,13 +64,24 @@ pub fn diff_table(
     let started = Instant::now();
     let path = config.require_source()?.to_path_buf();
     let url = config.require_target()?.clone();
-    let (stx, srx) = crossbeam_channel::bounded(CHANNEL_BATCHES);
-    let (ttx, trx) = crossbeam_channel::bounded(CHANNEL_BATCHES);
+    let (stx, srx) = batch_channel();
+    let (ttx, trx) = batch_channel();
     let mut diff = TableDiff::new(&source.name, &map.target, map.problems.clone());
     let keys = !quarantined.is_empty();
     let merged = std::thread::scope(|s| {
-        let src = s.spawn(|| read_source(&path, map, scope.range, config.convert, keys, stx));
-        let tgt = s.spawn(|| read_target(&url, &config.schema, map, scope.range, ttx));
+        // Named, so a profile or a debugger tells the three stages apart.
+        let src = std::thread::Builder::new()
+            .name("diff-sqlite".into())
+            .spawn_scoped(s, || {
+                read_source(&path, map, scope.range, config.convert, keys, stx)
+            })
+            .expect("start the SQLite reader thread");
+        let tgt = std::thread::Builder::new()
+            .name("diff-postgres".into())
+            .spawn_scoped(s, || {
+                read_target(&url, &config.schema, map, scope.range, ttx)
+            })
+            .expect("start the PostgreSQL reader thread");
         let mut sides = (
             Ordered::new(srx, "SQLite", &source.name),
             Ordered::new(trx, "PostgreSQL", &source.name),

@@ -10,21 +10,19 @@
 
 use std::collections::HashSet;
 
-use crossbeam_channel::Receiver;
-
 use super::buckets::{bucket_of, TableBuckets, BUCKETS};
 use super::canonical::{key_hash_of, row_hash_of};
 use super::compare::TableScope;
 use super::encoded::{compare_encoded_keys, display_encoded, values};
 use super::report::{ColumnDifference, DiffKind, Difference, TableDiff};
-use super::streams::{Row, RowBatch};
+use super::streams::{BatchReceiver, Row, RowBatch};
 use crate::error::{Error, Result};
 use crate::target::mapping::TableMap;
 
 /// Rows of one side in key order, checked as they come: a stream out of order would make the
 /// merge report phantom differences, so it is an error instead.
 pub struct Ordered {
-    rx: Receiver<RowBatch>,
+    rx: BatchReceiver,
     batch: Option<RowBatch>,
     /// The current row's index in `batch`, and the cursor into its notes.
     at: usize,
@@ -38,7 +36,7 @@ pub struct Ordered {
 }
 
 impl Ordered {
-    pub fn new(rx: Receiver<RowBatch>, side: &'static str, table: &str) -> Ordered {
+    pub fn new(rx: BatchReceiver, side: &'static str, table: &str) -> Ordered {
         Ordered {
             rx,
             batch: None,
@@ -54,10 +52,13 @@ impl Ordered {
     /// The current row, `None` at the end of the stream.
     fn peek(&mut self) -> Result<Option<Row<'_>>> {
         while self.batch.as_ref().is_none_or(|b| self.at >= b.len()) {
-            match self.rx.recv() {
-                Ok(b) => (self.batch, self.at, self.note_at) = (Some(b), 0, 0),
-                Err(_) => return Ok(None),
+            let Some(next) = self.rx.recv() else {
+                return Ok(None);
+            };
+            if let Some(done) = self.batch.replace(next) {
+                self.rx.give_back(done);
             }
+            (self.at, self.note_at) = (0, 0);
         }
         let row = self
             .batch

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use futures_util::StreamExt;
 use rusqlite::Connection;
 
@@ -154,9 +154,72 @@ pub struct KeyRange {
     pub hi: i64,
 }
 
-/// Sends the batch when it is full; false when the merge has stopped listening.
-fn send_full(batch: &mut RowBatch, out: &Sender<RowBatch>) -> bool {
-    batch.len() < BATCH_ROWS || out.send(std::mem::replace(batch, RowBatch::new())).is_ok()
+/// A reader's end of its channel to the merge: full batches go out, and batches the merge is
+/// done with come back to be refilled (a fresh batch for every 1024 rows would fault in new
+/// memory pages every time).
+pub struct BatchSender {
+    full: Sender<RowBatch>,
+    spare: Receiver<RowBatch>,
+}
+
+/// The merge's end of a reader's channel.
+pub struct BatchReceiver {
+    full: Receiver<RowBatch>,
+    spare: Sender<RowBatch>,
+}
+
+/// A channel for one side: at most [`CHANNEL_BATCHES`] batches in flight, so memory stays flat.
+pub fn batch_channel() -> (BatchSender, BatchReceiver) {
+    let (full_tx, full_rx) = crossbeam_channel::bounded(CHANNEL_BATCHES);
+    let (spare_tx, spare_rx) = crossbeam_channel::bounded(CHANNEL_BATCHES);
+    let sender = BatchSender {
+        full: full_tx,
+        spare: spare_rx,
+    };
+    let receiver = BatchReceiver {
+        full: full_rx,
+        spare: spare_tx,
+    };
+    (sender, receiver)
+}
+
+impl BatchSender {
+    /// Sends the batch when it is full and goes on with a spare one; false when the merge has
+    /// stopped listening.
+    fn send_full(&self, batch: &mut RowBatch) -> bool {
+        if batch.len() < BATCH_ROWS {
+            return true;
+        }
+        let next = match self.spare.try_recv() {
+            Ok(mut spare) => {
+                spare.bytes.clear();
+                spare.spans.clear();
+                spare.notes.clear();
+                spare
+            }
+            Err(_) => RowBatch::new(),
+        };
+        self.full.send(std::mem::replace(batch, next)).is_ok()
+    }
+
+    /// Sends the last, partly filled batch.
+    fn send_last(&self, batch: RowBatch) {
+        if !batch.is_empty() {
+            let _ = self.full.send(batch);
+        }
+    }
+}
+
+impl BatchReceiver {
+    /// The next batch; `None` once the reader is done.
+    pub fn recv(&self) -> Option<RowBatch> {
+        self.full.recv().ok()
+    }
+
+    /// Hands a batch the merge is done with back to the reader for refilling.
+    pub fn give_back(&self, batch: RowBatch) {
+        let _ = self.spare.try_send(batch);
+    }
 }
 
 fn source_sql(map: &TableMap, range: Option<KeyRange>) -> String {
@@ -191,7 +254,7 @@ pub fn read_source(
     range: Option<KeyRange>,
     opts: ConvertOptions,
     quarantine_keys: bool,
-    out: Sender<RowBatch>,
+    out: BatchSender,
 ) -> Result<u64> {
     let conn = crate::snapshot::copy::open_snapshot(path)?;
     let err = |op| {
@@ -218,7 +281,7 @@ fn stream_source(
     range: Option<KeyRange>,
     opts: ConvertOptions,
     quarantine_keys: bool,
-    out: &Sender<RowBatch>,
+    out: &BatchSender,
 ) -> rusqlite::Result<u64> {
     let mut stmt = conn.prepare(&source_sql(map, range))?;
     let mut rows = match range {
@@ -234,13 +297,11 @@ fn stream_source(
             batch.notes.push((batch.len() - 1, note));
         }
         count += 1;
-        if !send_full(&mut batch, out) {
+        if !out.send_full(&mut batch) {
             return Ok(count);
         }
     }
-    if !batch.is_empty() {
-        let _ = out.send(batch);
-    }
+    out.send_last(batch);
     Ok(count)
 }
 
@@ -319,7 +380,7 @@ pub fn read_target(
     schema: &str,
     map: &TableMap,
     range: Option<KeyRange>,
-    out: Sender<RowBatch>,
+    out: BatchSender,
 ) -> Result<u64> {
     let runtime = crate::target::connect::client_runtime()?;
     runtime.block_on(async {
@@ -345,7 +406,7 @@ pub fn read_target(
             while let Some(tuple) = decoder.next_tuple().map_err(data_error)? {
                 encode_target_row(&tuple, map, &types, &mut batch).map_err(data_error)?;
                 count += 1;
-                if !send_full(&mut batch, &out) {
+                if !out.send_full(&mut batch) {
                     return Ok(count);
                 }
             }
@@ -354,9 +415,7 @@ pub fn read_target(
             table: map.source.clone(),
             reason: format!("the COPY stream ended early: {reason}"),
         })?;
-        if !batch.is_empty() {
-            let _ = out.send(batch);
-        }
+        out.send_last(batch);
         Ok(count)
     })
 }
