@@ -101,6 +101,7 @@ fn main() {
     bare_parallel(&source.path, &pg, &tables);
     pg.execute("CHECKPOINT");
 
+    let load_before = load_average();
     eprintln!("bare read, both sides in parallel (before the diff)");
     let before = with_cpu(&pg, || bare_parallel(&source.path, &pg, &tables));
     let bench_peak_kib = own_peak_rss_kib();
@@ -111,6 +112,7 @@ fn main() {
     let sqlite_alone = with_cpu(&pg, || bare_sqlite_alone(&source.path, &tables));
     eprintln!("bare read, PostgreSQL alone");
     let pg_alone = with_cpu(&pg, || bare_pg_alone(&pg, &tables));
+    let load_after = load_average();
     let hashing: Vec<Hashing> = HASH_TABLES
         .iter()
         .map(|name| {
@@ -127,6 +129,7 @@ fn main() {
         pg_alone,
         ours,
         bench_peak_kib,
+        load: (load_before, load_after),
     };
     let version = pg.query_text("SHOW server_version");
     let section = render(&settings, &version, &source, &tables, &runs, &hashing);
@@ -867,6 +870,15 @@ fn best_of<T>(mut f: impl FnMut() -> T) -> (T, f64) {
     best.expect("HASH_REPEATS > 0")
 }
 
+/// The 1-minute load average (`/proc/loadavg`): how busy the shared machine was.
+fn load_average() -> f64 {
+    let text = fs::read_to_string("/proc/loadavg").expect("read /proc/loadavg");
+    let first = text.split_whitespace().next();
+    first
+        .and_then(|v| v.parse().ok())
+        .expect("/proc/loadavg starts with a number")
+}
+
 /// This process's peak resident set size (KiB, `VmHWM`): a spawned child's ru_maxrss starts
 /// from it.
 fn own_peak_rss_kib() -> u64 {
@@ -888,6 +900,8 @@ struct Runs {
     pg_alone: Bare,
     ours: DiffRun,
     bench_peak_kib: u64,
+    /// The machine's 1-minute load average before the first timed read and after the last.
+    load: (f64, f64),
 }
 
 impl Runs {
@@ -913,13 +927,15 @@ fn render(
     let mut out = format!(
         "## Diff, full compare\n\n{} UTC · scale {} · {} rows in {} tables · SQLite file {:.1} \
          MB · {:.1} MB of binary COPY data · PostgreSQL {version} (private cluster, fsync off) · \
-         2 cores, shared and noisy\n\n",
+         2 cores, shared and noisy: load average {:.2} before the timed runs, {:.2} after\n\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M"),
         settings.scale,
         source.rows(),
         tables.len(),
         source.bytes as f64 / MB,
         runs.pg_alone.copy_bytes as f64 / MB,
+        runs.load.0,
+        runs.load.1,
     );
     out.push_str(&results_table(source, runs));
     out.push_str(&ratios(runs));
