@@ -53,7 +53,9 @@
 //! over a domain byte (`R` for a row, `K` for a key), then the number of key values (`u32`
 //! BE), the key values, and for a row the number of columns and the columns in target order.
 //! The counts keep the key/column boundary: key `[1]` with columns `[2]` differs from key `[]`
-//! with columns `[1, 2]`.
+//! with columns `[1, 2]`. [`row_hash_of`] and [`key_hash_of`] are the same hashes of a row
+//! already encoded that way (everything after the domain byte): the diff streams rows as those
+//! bytes (`streams`, `wire`) and hashes them without going back to values.
 
 use std::cmp::Ordering;
 use std::fmt::Write;
