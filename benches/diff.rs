@@ -13,10 +13,11 @@
 //! - **sqlite2pg diff**: the release binary's `diff --format json --output FILE` as a child
 //!   process: wall time, peak RSS (wait4's ru_maxrss), its per-table seconds from the report,
 //!   which must say identical;
-//! - **row hashing** on real row sizes: the first `HASH_ROWS` rows of `jobs` and of
-//!   `job_history` (98% of the rows) decoded by `CopyDecoder` from a binary COPY and kept in
-//!   memory, then `encode_canonical`, `row_hash` and `key_hash` + `row_hash` (what the diff
-//!   computes per row and side) timed over them, and projected onto the whole diff.
+//! - **row encoding and hashing** on real row sizes: the first `HASH_ROWS` rows of `jobs` and of
+//!   `job_history` (98% of the rows) read from a binary COPY kept in memory: encoding the
+//!   tuples' fields into canonical rows (what the PostgreSQL reader does; beside it the general
+//!   path of decoding values first), then `row_hash_of` and `key_hash_of` + `row_hash_of` (what
+//!   the merge computes once per matched pair), projected onto the whole diff.
 //!
 //! The machine is shared and noisy (2 cores), so the verdict is a ratio of times measured in the
 //! same run on the same server: diff seconds / bare-read seconds ≤ 1.5. The results are printed
@@ -33,8 +34,9 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
-use sqlite2pg::convert::{PgType, PgValue};
-use sqlite2pg::diff::canonical::{encode_canonical, key_hash, row_hash};
+use sqlite2pg::convert::PgType;
+use sqlite2pg::diff::canonical::{encode_canonical, encode_count, key_hash_of, row_hash_of};
+use sqlite2pg::diff::wire::encode_copy_field;
 use sqlite2pg::private_pg::{ClusterOptions, PrivateCluster};
 use sqlite2pg::sample_app::{generate, GenerateOptions};
 use sqlite2pg::target::copy_out::CopyDecoder;
@@ -99,6 +101,7 @@ fn main() {
     bare_parallel(&source.path, &pg, &tables);
     pg.execute("CHECKPOINT");
 
+    let load_before = load_average();
     eprintln!("bare read, both sides in parallel (before the diff)");
     let before = with_cpu(&pg, || bare_parallel(&source.path, &pg, &tables));
     let bench_peak_kib = own_peak_rss_kib();
@@ -109,6 +112,7 @@ fn main() {
     let sqlite_alone = with_cpu(&pg, || bare_sqlite_alone(&source.path, &tables));
     eprintln!("bare read, PostgreSQL alone");
     let pg_alone = with_cpu(&pg, || bare_pg_alone(&pg, &tables));
+    let load_after = load_average();
     let hashing: Vec<Hashing> = HASH_TABLES
         .iter()
         .map(|name| {
@@ -125,6 +129,7 @@ fn main() {
         pg_alone,
         ours,
         bench_peak_kib,
+        load: (load_before, load_after),
     };
     let version = pg.query_text("SHOW server_version");
     let section = render(&settings, &version, &source, &tables, &runs, &hashing);
@@ -732,7 +737,7 @@ fn status_text(status: ExitStatus) -> String {
     }
 }
 
-/// Row hashing on `HASH_ROWS` rows of one table, decoded and kept in memory first.
+/// Row hashing on `HASH_ROWS` rows of one table, read from a binary COPY kept in memory.
 struct Hashing {
     table: String,
     /// Rows in the whole table (the projection's multiplier).
@@ -741,12 +746,72 @@ struct Hashing {
     rows: u64,
     /// Bytes of the binary COPY the rows came from.
     copy_bytes: u64,
-    /// Bytes `row_hash` hashes: domain byte, counts, canonical key and columns.
+    /// Bytes the row hash covers: domain byte, counts, canonical key and columns.
     canonical_bytes: u64,
-    decode: f64,
+    /// The PostgreSQL reader's work: COPY tuples → canonical rows (`encode_copy_field`).
     encode: f64,
+    /// The general path it replaced, for comparison: COPY tuples → values (`CopyDecoder`), then
+    /// `encode_canonical` of key and columns.
+    decode_then_encode: f64,
     row_hash: f64,
+    /// The merge's work per matched pair: key hash and row hash, once.
     key_and_row_hash: f64,
+}
+
+/// Canonical rows back to back as the diff's readers build them: key count, key values,
+/// column count, columns; with (start, end of key, end) per row.
+struct EncodedRows {
+    bytes: Vec<u8>,
+    spans: Vec<(usize, usize, usize)>,
+}
+
+fn encode_rows(table: &Table, chunks: &[Vec<u8>]) -> EncodedRows {
+    let mut decoder = CopyDecoder::new(table.types.clone());
+    let mut rows = EncodedRows {
+        bytes: Vec::new(),
+        spans: Vec::new(),
+    };
+    for chunk in chunks {
+        decoder.feed(chunk);
+        while let Some(tuple) = decoder.next_tuple().expect("read a tuple") {
+            let start = rows.bytes.len();
+            encode_count(&mut rows.bytes, table.key.len());
+            for &k in &table.key {
+                let field = tuple.field(k);
+                encode_copy_field(&mut rows.bytes, &table.types[k], field).expect("encode");
+            }
+            let key_end = rows.bytes.len();
+            encode_count(&mut rows.bytes, table.types.len());
+            for (i, ty) in table.types.iter().enumerate() {
+                encode_copy_field(&mut rows.bytes, ty, tuple.field(i)).expect("encode");
+            }
+            rows.spans.push((start, key_end, rows.bytes.len()));
+        }
+    }
+    decoder
+        .check_complete()
+        .expect("the COPY ended with its trailer");
+    rows
+}
+
+fn decode_then_encode(table: &Table, chunks: &[Vec<u8>]) -> u64 {
+    let mut decoder = CopyDecoder::new(table.types.clone());
+    let (mut buf, mut total) = (Vec::with_capacity(1024), 0u64);
+    for chunk in chunks {
+        decoder.feed(chunk);
+        while let Some(row) = decoder.next_row().expect("decode a row") {
+            buf.clear();
+            encode_count(&mut buf, table.key.len());
+            table
+                .key
+                .iter()
+                .for_each(|&k| encode_canonical(&mut buf, &row[k]));
+            encode_count(&mut buf, row.len());
+            row.iter().for_each(|v| encode_canonical(&mut buf, v));
+            total += black_box(&buf).len() as u64;
+        }
+    }
+    total
 }
 
 fn measure_hashing(pg: &Pg, table: &Table) -> Hashing {
@@ -754,63 +819,40 @@ fn measure_hashing(pg: &Pg, table: &Table) -> Hashing {
         "COPY ({} LIMIT {HASH_ROWS}) TO STDOUT (FORMAT binary)",
         table.select
     );
+    // One chunk per tuple, as PostgreSQL sends them (a CopyData message per row).
     let mut chunks: Vec<Vec<u8>> = Vec::new();
     let copy_bytes = pg.copy_out(&sql, |chunk| chunks.push(chunk.to_vec()));
 
-    let (rows, decode) = best_of(|| {
-        let mut decoder = CopyDecoder::new(table.types.clone());
-        let mut rows: Vec<Vec<PgValue>> = Vec::new();
-        for chunk in &chunks {
-            decoder.feed(chunk);
-            while let Some(row) = decoder.next_row().expect("decode a row") {
-                rows.push(row);
-            }
-        }
-        decoder
-            .check_complete()
-            .expect("the COPY ended with its trailer");
-        rows
-    });
+    let (rows, encode) = best_of(|| encode_rows(table, &chunks));
+    let decode_then_encode = best_of(|| decode_then_encode(table, &chunks)).1;
     drop(chunks);
-    let keys: Vec<Vec<PgValue>> = rows
-        .iter()
-        .map(|r| table.key.iter().map(|&i| r[i].clone()).collect())
-        .collect();
-
-    let (canonical_bytes, encode) = best_of(|| {
-        let (mut buf, mut total) = (Vec::with_capacity(1024), 0u64);
-        for (key, row) in keys.iter().zip(&rows) {
-            buf.clear();
-            buf.push(b'R');
-            buf.extend_from_slice(&(key.len() as u32).to_be_bytes());
-            key.iter().for_each(|v| encode_canonical(&mut buf, v));
-            buf.extend_from_slice(&(row.len() as u32).to_be_bytes());
-            row.iter().for_each(|v| encode_canonical(&mut buf, v));
-            total += black_box(&buf).len() as u64;
-        }
-        total
-    });
+    let each_row = || {
+        rows.spans
+            .iter()
+            .map(|&(s, k, e)| (&rows.bytes[s..k], &rows.bytes[s..e]))
+    };
     let row_hash_s = best_of(|| {
-        for (key, row) in keys.iter().zip(&rows) {
-            black_box(row_hash(key, row));
+        for (_, row) in each_row() {
+            black_box(row_hash_of(row));
         }
     })
     .1;
     let key_and_row_hash = best_of(|| {
-        for (key, row) in keys.iter().zip(&rows) {
-            black_box(key_hash(key));
-            black_box(row_hash(key, row));
+        for (key, row) in each_row() {
+            black_box(key_hash_of(key));
+            black_box(row_hash_of(row));
         }
     })
     .1;
     Hashing {
         table: table.name.clone(),
         table_rows: table.rows,
-        rows: rows.len() as u64,
+        rows: rows.spans.len() as u64,
         copy_bytes,
-        canonical_bytes,
-        decode,
+        // The domain byte and the row.
+        canonical_bytes: rows.spans.len() as u64 + rows.bytes.len() as u64,
         encode,
+        decode_then_encode,
         row_hash: row_hash_s,
         key_and_row_hash,
     }
@@ -826,6 +868,15 @@ fn best_of<T>(mut f: impl FnMut() -> T) -> (T, f64) {
         best = Some((out, fastest));
     }
     best.expect("HASH_REPEATS > 0")
+}
+
+/// The 1-minute load average (`/proc/loadavg`): how busy the shared machine was.
+fn load_average() -> f64 {
+    let text = fs::read_to_string("/proc/loadavg").expect("read /proc/loadavg");
+    let first = text.split_whitespace().next();
+    first
+        .and_then(|v| v.parse().ok())
+        .expect("/proc/loadavg starts with a number")
 }
 
 /// This process's peak resident set size (KiB, `VmHWM`): a spawned child's ru_maxrss starts
@@ -849,6 +900,8 @@ struct Runs {
     pg_alone: Bare,
     ours: DiffRun,
     bench_peak_kib: u64,
+    /// The machine's 1-minute load average before the first timed read and after the last.
+    load: (f64, f64),
 }
 
 impl Runs {
@@ -874,13 +927,15 @@ fn render(
     let mut out = format!(
         "## Diff, full compare\n\n{} UTC · scale {} · {} rows in {} tables · SQLite file {:.1} \
          MB · {:.1} MB of binary COPY data · PostgreSQL {version} (private cluster, fsync off) · \
-         2 cores, shared and noisy\n\n",
+         2 cores, shared and noisy: load average {:.2} before the timed runs, {:.2} after\n\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M"),
         settings.scale,
         source.rows(),
         tables.len(),
         source.bytes as f64 / MB,
         runs.pg_alone.copy_bytes as f64 / MB,
+        runs.load.0,
+        runs.load.1,
     );
     out.push_str(&results_table(source, runs));
     out.push_str(&ratios(runs));
@@ -992,10 +1047,10 @@ fn tables_table(tables: &[Table], runs: &Runs) -> String {
 
 fn hashing_table(hashing: &[Hashing], runs: &Runs) -> String {
     let mut out = format!(
-        "Row hashing on real row sizes: the first rows of the largest tables, decoded by \
-         `CopyDecoder` from a binary COPY and kept in memory, then hashed; one thread, fastest \
-         of {HASH_REPEATS} runs of each step. MB/s of the binary COPY for decoding, of the \
-         canonical encoding for the rest.\n\n\
+        "Row encoding and hashing on real row sizes: the first rows of the largest tables, read \
+         from a binary COPY kept in memory; one thread, fastest of {HASH_REPEATS} runs of each \
+         step. MB/s of the binary COPY for the encoding steps, of the canonical rows for the \
+         hashing ones.\n\n\
          | table | rows | COPY / canonical bytes a row | step | seconds | rows/s | MB/s |\n\
          |---|---:|---:|---|---:|---:|---:|\n",
     );
@@ -1008,22 +1063,18 @@ fn hashing_table(hashing: &[Hashing], runs: &Runs) -> String {
         );
         let steps = [
             (
-                "`CopyDecoder`: binary COPY → values",
-                h.decode,
+                "`encode_copy_field`: COPY fields → canonical rows (the PostgreSQL reader)",
+                h.encode,
                 h.copy_bytes,
             ),
             (
-                "`encode_canonical` of key and columns",
-                h.encode,
-                h.canonical_bytes,
+                "for comparison, the general path: `CopyDecoder` values, then `encode_canonical`",
+                h.decode_then_encode,
+                h.copy_bytes,
             ),
+            ("`row_hash_of` (blake3)", h.row_hash, h.canonical_bytes),
             (
-                "`row_hash` (encode + blake3)",
-                h.row_hash,
-                h.canonical_bytes,
-            ),
-            (
-                "`key_hash` + `row_hash` (the diff's, per row and side)",
+                "`key_hash_of` + `row_hash_of` (the merge's, once per matched pair)",
                 h.key_and_row_hash,
                 h.canonical_bytes,
             ),
@@ -1041,17 +1092,18 @@ fn hashing_table(hashing: &[Hashing], runs: &Runs) -> String {
         }
     }
     let per_row = |h: &Hashing, seconds: f64| seconds / h.rows as f64 * h.table_rows as f64;
-    let hashes: f64 = hashing
-        .iter()
-        .map(|h| 2.0 * per_row(h, h.key_and_row_hash))
-        .sum();
-    let decode: f64 = hashing.iter().map(|h| per_row(h, h.decode)).sum();
+    let hashes: f64 = hashing.iter().map(|h| per_row(h, h.key_and_row_hash)).sum();
+    let encode: f64 = hashing.iter().map(|h| per_row(h, h.encode)).sum();
     let covered: u64 = hashing.iter().map(|h| h.table_rows).sum();
     out.push_str(&format!(
-        "\nProjected onto the whole of {} (their {covered} rows): hashing both sides ≈ **{hashes:.2} \
-         CPU s**, decoding the PostgreSQL side ≈ **{decode:.2} CPU s**, of the diff's {:.2} \
-         client CPU s in all (the bare read's client: {:.2} s).\n\n",
-        hashing.iter().map(|h| format!("`{}`", h.table)).collect::<Vec<_>>().join(" and "),
+        "\nProjected onto the whole of {} (their {covered} rows): hashing (once per matched pair) \
+         ≈ **{hashes:.2} CPU s**, encoding the PostgreSQL side ≈ **{encode:.2} CPU s**, of the \
+         diff's {:.2} client CPU s in all (the bare read's client: {:.2} s).\n\n",
+        hashing
+            .iter()
+            .map(|h| format!("`{}`", h.table))
+            .collect::<Vec<_>>()
+            .join(" and "),
         runs.ours.cpu.client,
         (runs.before.cpu.client + runs.after.cpu.client) / 2.0,
     ));

@@ -12,6 +12,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use sqlite2pg::convert::{PgType, PgValue};
 use sqlite2pg::diff::canonical::{compare_keys, display, encode_canonical};
+use sqlite2pg::diff::encoded::compare_encoded_keys;
 use sqlite2pg::target::copy_binary::{copy_in_chunks, copy_statement, CopyEncoder};
 use sqlite2pg::target::copy_out::CopyDecoder;
 use tokio::runtime::Runtime;
@@ -361,7 +362,7 @@ fn postgresql_equality_agrees_with_canonical_equality() {
 }
 
 #[test]
-fn postgresql_order_by_agrees_with_compare_keys() {
+fn postgresql_order_by_agrees_with_compare_keys_and_the_encoded_order() {
     let runtime = runtime();
     let db = TestDb::new();
     runtime.block_on(async {
@@ -396,6 +397,17 @@ fn postgresql_order_by_agrees_with_compare_keys() {
                     order,
                     Ordering::Greater,
                     "{}: {:?} sorts before {:?}",
+                    ty.sql(),
+                    pair[0],
+                    pair[1]
+                );
+                // The merge compares keys as canonical bytes: the same order.
+                let key = |row: &[PgValue]| row.iter().flat_map(canonical).collect::<Vec<u8>>();
+                let encoded = compare_encoded_keys(&key(&pair[0]), &key(&pair[1]));
+                assert_eq!(
+                    encoded,
+                    order,
+                    "{}: {:?} vs {:?}",
                     ty.sql(),
                     pair[0],
                     pair[1]

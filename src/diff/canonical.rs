@@ -53,11 +53,12 @@
 //! over a domain byte (`R` for a row, `K` for a key), then the number of key values (`u32`
 //! BE), the key values, and for a row the number of columns and the columns in target order.
 //! The counts keep the key/column boundary: key `[1]` with columns `[2]` differs from key `[]`
-//! with columns `[1, 2]`.
+//! with columns `[1, 2]`. [`row_hash_of`] and [`key_hash_of`] are the same hashes of a row
+//! already encoded that way (everything after the domain byte): the diff streams rows as those
+//! bytes (`streams`, `wire`) and hashes them without going back to values.
 
 use std::cmp::Ordering;
 use std::fmt::Write;
-use std::sync::OnceLock;
 
 use crate::convert::PgValue;
 use crate::target::copy_binary::{special_numeric, NUMERIC_NAN, NUMERIC_PINF};
@@ -65,21 +66,21 @@ use crate::target::copy_binary::{special_numeric, NUMERIC_NAN, NUMERIC_PINF};
 /// The row-hash version: part of every hash (blake3 derive-key context) and of every report.
 pub const HASH_VERSION: &str = "sqlite2pg row-hash v1";
 
-const TAG_NULL: u8 = 0x00;
-const TAG_BOOL: u8 = 0x01;
-const TAG_INT8: u8 = 0x02;
-const TAG_FLOAT8: u8 = 0x03;
-const TAG_NUMERIC: u8 = 0x04;
-const TAG_NUMERIC_NAN: u8 = 0x05;
-const TAG_NUMERIC_POS_INF: u8 = 0x06;
-const TAG_NUMERIC_NEG_INF: u8 = 0x07;
-const TAG_NUMERIC_INVALID: u8 = 0x08;
-const TAG_TEXT: u8 = 0x09;
-const TAG_BYTEA: u8 = 0x0A;
-const TAG_DATE: u8 = 0x0B;
-const TAG_TIMESTAMPTZ: u8 = 0x0C;
-const TAG_JSONB: u8 = 0x0D;
-const TAG_JSONB_INVALID: u8 = 0x0E;
+pub(super) const TAG_NULL: u8 = 0x00;
+pub(super) const TAG_BOOL: u8 = 0x01;
+pub(super) const TAG_INT8: u8 = 0x02;
+pub(super) const TAG_FLOAT8: u8 = 0x03;
+pub(super) const TAG_NUMERIC: u8 = 0x04;
+pub(super) const TAG_NUMERIC_NAN: u8 = 0x05;
+pub(super) const TAG_NUMERIC_POS_INF: u8 = 0x06;
+pub(super) const TAG_NUMERIC_NEG_INF: u8 = 0x07;
+pub(super) const TAG_NUMERIC_INVALID: u8 = 0x08;
+pub(super) const TAG_TEXT: u8 = 0x09;
+pub(super) const TAG_BYTEA: u8 = 0x0A;
+pub(super) const TAG_DATE: u8 = 0x0B;
+pub(super) const TAG_TIMESTAMPTZ: u8 = 0x0C;
+pub(super) const TAG_JSONB: u8 = 0x0D;
+pub(super) const TAG_JSONB_INVALID: u8 = 0x0E;
 
 /// The one NaN every float8 NaN encodes as (the quiet NaN Rust's `f64::NAN` is).
 const CANONICAL_NAN_BITS: u64 = 0x7ff8_0000_0000_0000;
@@ -113,31 +114,83 @@ pub fn encode_canonical(out: &mut Vec<u8>, v: &PgValue) {
         PgValue::Bytea(b) => length_prefixed(out, TAG_BYTEA, b),
         PgValue::Date(days) => tagged(out, TAG_DATE, &days.to_be_bytes()),
         PgValue::Timestamptz(us) => tagged(out, TAG_TIMESTAMPTZ, &us.to_be_bytes()),
-        PgValue::Jsonb(text) => match canonical_json(text) {
-            Some(json) => length_prefixed(out, TAG_JSONB, json.as_bytes()),
-            None => length_prefixed(out, TAG_JSONB_INVALID, text.as_bytes()),
-        },
+        PgValue::Jsonb(text) => encode_jsonb(out, text),
     }
+}
+
+/// Appends a jsonb value: its canonical JSON, or the text as given under its own tag when it is
+/// not JSON.
+pub(super) fn encode_jsonb(out: &mut Vec<u8>, text: &str) {
+    with_canonical_json(text, |json| match json {
+        Some(json) => length_prefixed(out, TAG_JSONB, json.as_bytes()),
+        None => length_prefixed(out, TAG_JSONB_INVALID, text.as_bytes()),
+    })
+}
+
+/// Appends a jsonb value when `text` is JSON and returns true; writes nothing and returns false
+/// when it is not.
+pub(super) fn encode_jsonb_if_json(out: &mut Vec<u8>, text: &str) -> bool {
+    with_canonical_json(text, |json| {
+        json.map(|json| length_prefixed(out, TAG_JSONB, json.as_bytes()))
+            .is_some()
+    })
+}
+
+/// Runs `f` with the canonical JSON of `text` (None if it is not JSON), built in a reused
+/// per-thread buffer: no allocation per value.
+fn with_canonical_json<R>(text: &str, f: impl FnOnce(Option<&str>) -> R) -> R {
+    thread_local! {
+        static JSON: std::cell::RefCell<(String, JsonScratch)> =
+            std::cell::RefCell::new((String::new(), JsonScratch::default()));
+    }
+    JSON.with(|cell| {
+        let (json, scratch) = &mut *cell.borrow_mut();
+        json.clear();
+        let result = match write_canonical_json(text, json, scratch) {
+            Some(()) => f(Some(json.as_str())),
+            None => f(None),
+        };
+        if json.capacity() > 1 << 20 {
+            (*json, *scratch) = (String::new(), JsonScratch::default());
+        }
+        result
+    })
 }
 
 /// blake3 (`new_derive_key(HASH_VERSION)`) over: domain byte `R`, number of key values, key
 /// values canonical, number of columns, columns canonical (target order).
 pub fn row_hash(key: &[PgValue], columns: &[PgValue]) -> [u8; 32] {
     with_buffer(|buf| {
-        buf.push(DOMAIN_ROW);
         encode_values(buf, key);
         encode_values(buf, columns);
-        hash(buf)
+        row_hash_of(buf)
     })
 }
 
 /// Hash of the key alone (same context, domain byte `K`), for bucketing rows.
 pub fn key_hash(key: &[PgValue]) -> [u8; 32] {
     with_buffer(|buf| {
-        buf.push(DOMAIN_KEY);
         encode_values(buf, key);
-        hash(buf)
+        key_hash_of(buf)
     })
+}
+
+/// [`row_hash`] of a row already encoded: `encoded` is the number of key values (`u32` BE),
+/// the key values canonical, the number of columns and the columns canonical — everything the
+/// row hash covers after its domain byte.
+pub fn row_hash_of(encoded: &[u8]) -> [u8; 32] {
+    hash(DOMAIN_ROW, encoded)
+}
+
+/// [`key_hash`] of a key already encoded: the number of key values (`u32` BE), then the key
+/// values canonical.
+pub fn key_hash_of(encoded_key: &[u8]) -> [u8; 32] {
+    hash(DOMAIN_KEY, encoded_key)
+}
+
+/// Appends the count that precedes a run of canonical values in the row and key hashes.
+pub fn encode_count(out: &mut Vec<u8>, count: usize) {
+    out.extend_from_slice(&length_u32(count).to_be_bytes());
 }
 
 /// Runs `f` with this thread's empty encoding buffer: hashing millions of rows allocates nothing
@@ -159,28 +212,35 @@ fn with_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
 }
 
 fn encode_values(out: &mut Vec<u8>, values: &[PgValue]) {
-    out.extend_from_slice(&length_u32(values.len()).to_be_bytes());
+    encode_count(out, values.len());
     for v in values {
         encode_canonical(out, v);
     }
 }
 
-/// The derive-key hasher is built once: deriving the context key costs a hash of its own.
-fn hash(bytes: &[u8]) -> [u8; 32] {
-    static TEMPLATE: OnceLock<blake3::Hasher> = OnceLock::new();
-    let mut hasher = TEMPLATE
-        .get_or_init(|| blake3::Hasher::new_derive_key(HASH_VERSION))
-        .clone();
-    hasher.update(bytes);
-    *hasher.finalize().as_bytes()
+/// The derive-key hasher is built once per thread (deriving the context key costs a hash of its
+/// own) and reset for each hash: a reset rewrites its small chunk state in place, where a clone
+/// or a new hasher would copy its whole ~2 KB stack of chaining values per row.
+fn hash(domain: u8, bytes: &[u8]) -> [u8; 32] {
+    thread_local! {
+        static HASHER: std::cell::RefCell<blake3::Hasher> =
+            std::cell::RefCell::new(blake3::Hasher::new_derive_key(HASH_VERSION));
+    }
+    HASHER.with(|cell| {
+        let mut hasher = cell.borrow_mut();
+        hasher.reset();
+        hasher.update(&[domain]);
+        hasher.update(bytes);
+        *hasher.finalize().as_bytes()
+    })
 }
 
-fn tagged(out: &mut Vec<u8>, tag: u8, payload: &[u8]) {
+pub(super) fn tagged(out: &mut Vec<u8>, tag: u8, payload: &[u8]) {
     out.push(tag);
     out.extend_from_slice(payload);
 }
 
-fn length_prefixed(out: &mut Vec<u8>, tag: u8, payload: &[u8]) {
+pub(super) fn length_prefixed(out: &mut Vec<u8>, tag: u8, payload: &[u8]) {
     out.push(tag);
     out.extend_from_slice(&length_u32(payload.len()).to_be_bytes());
     out.extend_from_slice(payload);
@@ -191,7 +251,7 @@ fn length_u32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
-fn canonical_float_bits(f: f64) -> u64 {
+pub(super) fn canonical_float_bits(f: f64) -> u64 {
     if f.is_nan() {
         CANONICAL_NAN_BITS
     } else if f == 0.0 {
@@ -201,7 +261,7 @@ fn canonical_float_bits(f: f64) -> u64 {
     }
 }
 
-fn encode_numeric(out: &mut Vec<u8>, text: &str) {
+pub(super) fn encode_numeric(out: &mut Vec<u8>, text: &str) {
     match Numeric::parse(text) {
         Some(Numeric::NaN) => out.push(TAG_NUMERIC_NAN),
         Some(Numeric::PosInf) => out.push(TAG_NUMERIC_POS_INF),
@@ -422,35 +482,53 @@ fn numeric_text(text: &str) -> Option<String> {
 /// place, re-sorted only when their keys are not already in order and unique. Iterative, so no
 /// nesting depth can overflow the stack.
 fn canonical_json(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    write_canonical_json(text, &mut out, &mut JsonScratch::default()).map(|()| out)
+}
+
+/// [`canonical_json`] written to the empty `out` (which it may leave half-written on `None`).
+fn write_canonical_json(text: &str, out: &mut String, scratch: &mut JsonScratch) -> Option<()> {
     let mut lexer = JsonLexer {
         text,
         s: text.as_bytes(),
         at: 0,
     };
-    let mut out = String::with_capacity(text.len());
-    let mut open: Vec<Container> = Vec::new();
+    scratch.open.clear();
+    scratch.members.clear();
     loop {
-        if let Some(container) = lexer.value(&mut out)? {
-            open.push(container);
+        if let Some(container) = lexer.value(out, &scratch.members)? {
+            scratch.open.push(container);
             continue;
         }
         // A value is complete: it ends a member of the innermost container, which then
         // either takes another member or closes, completing a value in its parent.
         loop {
-            let Some(container) = open.last_mut() else {
+            let Some(container) = scratch.open.last_mut() else {
                 lexer.skip_whitespace();
-                return (lexer.at == lexer.s.len()).then_some(out);
+                return (lexer.at == lexer.s.len()).then_some(());
             };
-            container.end_member(out.len());
+            container.end_member(out.len(), &mut scratch.members);
             lexer.skip_whitespace();
             if lexer.eat(b',') {
                 out.push(',');
-                container.begin_member(&mut lexer, &mut out)?;
+                container.begin_member(&mut lexer, out)?;
                 break;
             }
-            open.pop()?.close(&mut lexer, &mut out)?;
+            scratch.open.pop()?.close(&mut lexer, out, scratch)?;
         }
     }
+}
+
+/// The working memory of the JSON canonicaliser, kept between values so that canonicalising
+/// millions of them allocates nothing per value.
+#[derive(Default)]
+struct JsonScratch {
+    open: Vec<Container>,
+    /// (start, end of the key, end) in the output of each finished member of every open object;
+    /// an object's members start at its `base`.
+    members: Vec<(usize, usize, usize)>,
+    /// Where an object's members are rewritten when they have to be sorted.
+    sorted: String,
 }
 
 /// An array or object whose members are still arriving.
@@ -459,8 +537,8 @@ enum Container {
     Object {
         /// Where the first member starts in the output.
         start: usize,
-        /// (start, end of the key, end) of each finished member in the output.
-        members: Vec<(usize, usize, usize)>,
+        /// Where this object's members start in [`JsonScratch::members`].
+        base: usize,
         /// (start, end of the key) of the member being read.
         current: (usize, usize),
     },
@@ -468,13 +546,18 @@ enum Container {
 
 impl Container {
     /// Opens the container whose bracket was just read and not closed at once.
-    fn open(bracket: u8, lexer: &mut JsonLexer<'_>, out: &mut String) -> Option<Container> {
+    fn open(
+        bracket: u8,
+        lexer: &mut JsonLexer<'_>,
+        out: &mut String,
+        members: &[(usize, usize, usize)],
+    ) -> Option<Container> {
         if bracket == b'[' {
             return Some(Container::Array);
         }
         let mut object = Container::Object {
             start: out.len(),
-            members: Vec::new(),
+            base: members.len(),
             current: (0, 0),
         };
         object.begin_member(lexer, out)?;
@@ -497,25 +580,33 @@ impl Container {
         Some(())
     }
 
-    fn end_member(&mut self, end: usize) {
-        if let Container::Object {
-            members, current, ..
-        } = self
-        {
+    fn end_member(&mut self, end: usize, members: &mut Vec<(usize, usize, usize)>) {
+        if let Container::Object { current, .. } = self {
             members.push((current.0, current.1, end));
         }
     }
 
     /// Expects the closing bracket and writes it.
-    fn close(self, lexer: &mut JsonLexer<'_>, out: &mut String) -> Option<()> {
+    fn close(
+        self,
+        lexer: &mut JsonLexer<'_>,
+        out: &mut String,
+        scratch: &mut JsonScratch,
+    ) -> Option<()> {
         match self {
             Container::Array => {
                 lexer.eat(b']').then_some(())?;
                 out.push(']');
             }
-            Container::Object { start, members, .. } => {
+            Container::Object { start, base, .. } => {
                 lexer.eat(b'}').then_some(())?;
-                sort_members(out, start, members);
+                sort_members(
+                    out,
+                    start,
+                    &mut scratch.members[base..],
+                    &mut scratch.sorted,
+                );
+                scratch.members.truncate(base);
                 out.push('}');
             }
         }
@@ -525,24 +616,35 @@ impl Container {
 
 /// Rewrites the members from `start` on sorted by encoded key, of duplicate keys the last one
 /// only — unless they already are.
-fn sort_members(out: &mut String, start: usize, mut members: Vec<(usize, usize, usize)>) {
+fn sort_members(
+    out: &mut String,
+    start: usize,
+    members: &mut [(usize, usize, usize)],
+    sorted: &mut String,
+) {
     let key = |&(s, k, _): &(usize, usize, usize)| &out.as_bytes()[s..k];
     if members.windows(2).all(|w| key(&w[0]) < key(&w[1])) {
         return;
     }
     members.reverse();
-    // Stable: among equal keys the last written now comes first, and dedup keeps the first.
+    // Stable: among equal keys the last written now comes first, and only the first of a run
+    // of equal keys is kept.
     members.sort_by(|a, b| key(a).cmp(key(b)));
-    members.dedup_by(|later, kept| key(later) == key(kept));
-    let mut sorted = String::with_capacity(out.len() - start);
-    for (i, &(s, _, e)) in members.iter().enumerate() {
-        if i > 0 {
+    sorted.clear();
+    let mut previous: Option<&[u8]> = None;
+    for member in members.iter() {
+        let (s, _, e) = *member;
+        if previous == Some(key(member)) {
+            continue;
+        }
+        if previous.is_some() {
             sorted.push(',');
         }
+        previous = Some(key(member));
         sorted.push_str(&out[s..e]);
     }
     out.truncate(start);
-    out.push_str(&sorted);
+    out.push_str(sorted);
 }
 
 /// A strict JSON (RFC 8259) tokenizer over bytes, as PostgreSQL's json lexer reads them.
@@ -567,7 +669,11 @@ impl JsonLexer<'_> {
 
     /// Writes a scalar or an empty container and returns None inside the Some; or opens a
     /// container, ready for its first member's value, and returns it.
-    fn value(&mut self, out: &mut String) -> Option<Option<Container>> {
+    fn value(
+        &mut self,
+        out: &mut String,
+        members: &[(usize, usize, usize)],
+    ) -> Option<Option<Container>> {
         self.skip_whitespace();
         let first = *self.s.get(self.at)?;
         match first {
@@ -580,7 +686,7 @@ impl JsonLexer<'_> {
                     out.push(char::from(close));
                     return Some(None);
                 }
-                return Container::open(first, self, out).map(Some);
+                return Container::open(first, self, out, members).map(Some);
             }
             b'"' => self.string(out)?,
             b't' => self.literal("true", out)?,

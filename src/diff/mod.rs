@@ -4,17 +4,22 @@
 //! `COPY (SELECT …) TO STDOUT (FORMAT binary)` (`target::copy_out`), which no session setting can
 //! change — so a difference is a real difference and equal values never differ by spelling.
 //!
-//! `canonical` (encoding, row hash), `target::mapping` (what is compared with what), `streams` (both sides
-//! read and hashed in parallel), `compare` (the merge), `buckets` (summaries that sync keeps
-//! current), `report` / `html` (what the operator reads), `run` (the command).
+//! `canonical` (encoding, row hash), `wire` (canonical bytes straight from a SQLite value or a
+//! COPY field), `encoded` (ordering and rendering encoded values), `target::mapping` (what is
+//! compared with what), `streams` (both sides read and encoded in parallel), `merge` (the merge
+//! and the hashing), `compare` (one table), `buckets` (summaries that sync keeps current),
+//! `report` / `html` (what the operator reads), `run` (the command).
 
 pub mod buckets;
 pub mod canonical;
 pub mod compare;
+pub mod encoded;
 pub mod html;
+pub mod merge;
 pub mod report;
 pub mod run;
 pub mod streams;
+pub mod wire;
 
 pub use html::render_html;
 pub use report::{render_text, DiffReport};

@@ -7,8 +7,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use super::buckets::TableBuckets;
-use super::canonical::display;
-use super::streams::HashedRow;
+use super::encoded::{display_encoded, values};
 use crate::error::{EXIT_ATTENTION, EXIT_OK};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -42,16 +41,14 @@ pub struct Difference {
 }
 
 impl Difference {
-    /// A row present on one side only.
-    pub fn whole(table: &str, kind: DiffKind, row: &HashedRow) -> Difference {
-        let columns = row
-            .values
-            .iter()
+    /// A row present on one side only, from its encoded key and columns.
+    pub fn whole(table: &str, kind: DiffKind, key: &[u8], columns: &[u8]) -> Difference {
+        let columns = values(columns)
             .enumerate()
             .map(|(i, v)| {
                 let (s, t) = match kind {
-                    DiffKind::Extra => ("(absent)".to_string(), display(v)),
-                    _ => (display(v), "(absent)".to_string()),
+                    DiffKind::Extra => ("(absent)".to_string(), display_encoded(v)),
+                    _ => (display_encoded(v), "(absent)".to_string()),
                 };
                 ColumnDifference {
                     column: format!("#{}", i + 1),
@@ -63,7 +60,7 @@ impl Difference {
         Difference {
             table: table.to_string(),
             kind,
-            key: row.key.iter().map(display).collect(),
+            key: values(key).map(display_encoded).collect(),
             columns,
             note: None,
         }

@@ -54,6 +54,36 @@ pub struct CopyDecoder {
     header_seen: bool,
     finished: bool,
     rows: u64,
+    /// Where each field of the tuple at the front of `buf` lies (`None` for NULL), filled while
+    /// its length is checked.
+    fields: Vec<Option<(usize, usize)>>,
+    /// Bytes of the tuple last handed out by [`CopyDecoder::next_tuple`], consumed on the next
+    /// call.
+    handed_out: usize,
+}
+
+/// One tuple of the stream, borrowed from the decoder: its fields' raw binary payloads.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuple<'a> {
+    bytes: &'a [u8],
+    fields: &'a [Option<(usize, usize)>],
+    /// The tuple's number in the stream (0-based), for error messages.
+    pub row: u64,
+}
+
+impl<'a> Tuple<'a> {
+    /// The payload of field `i` in PostgreSQL's binary send format; `None` for NULL.
+    pub fn field(&self, i: usize) -> Option<&'a [u8]> {
+        self.fields[i].map(|(start, end)| &self.bytes[start..end])
+    }
+
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
 }
 
 impl CopyDecoder {
@@ -65,6 +95,8 @@ impl CopyDecoder {
             header_seen: false,
             finished: false,
             rows: 0,
+            fields: Vec::new(),
+            handed_out: 0,
         }
     }
 
@@ -77,27 +109,61 @@ impl CopyDecoder {
     ///
     /// Bytes after the trailer are an `Err`: the stream is not what this decoder was built for.
     pub fn next_row(&mut self) -> Result<Option<Vec<PgValue>>, String> {
-        if !self.header_seen && !self.read_header()? {
+        if !self.advance_to_tuple()? {
             return Ok(None);
+        }
+        let tuple = self.tuple();
+        let mut row = Vec::with_capacity(tuple.len());
+        for (column, ty) in self.types.iter().enumerate() {
+            let value = match tuple.field(column) {
+                None => PgValue::Null,
+                Some(payload) => decode_value(ty, payload)
+                    .map_err(|e| format!("COPY row {}, column {column}: {e}", tuple.row))?,
+            };
+            row.push(value);
+        }
+        Ok(Some(row))
+    }
+
+    /// The next complete tuple, undecoded, `Ok(None)` when more data is needed (or after the
+    /// trailer): what [`CopyDecoder::next_row`] decodes, for a reader that takes the fields'
+    /// bytes as they are. The tuple stays valid until the next call.
+    pub fn next_tuple(&mut self) -> Result<Option<Tuple<'_>>, String> {
+        Ok(self.advance_to_tuple()?.then(|| self.tuple()))
+    }
+
+    /// Moves to the next complete tuple; false when more data is needed (or after the trailer).
+    fn advance_to_tuple(&mut self) -> Result<bool, String> {
+        self.buf.advance(std::mem::take(&mut self.handed_out));
+        if !self.header_seen && !self.read_header()? {
+            return Ok(false);
         }
         if self.finished {
             return match self.buf.len() {
-                0 => Ok(None),
+                0 => Ok(false),
                 n => Err(format!("{n} bytes after the COPY trailer")),
             };
         }
         if self.buf.get(..2) == Some(&TRAILER_COUNT.to_be_bytes()[..]) {
             self.buf.advance(2);
             self.finished = true;
-            return self.next_row();
+            return self.advance_to_tuple();
         }
         let Some(len) = self.complete_tuple_len()? else {
-            return Ok(None);
+            return Ok(false);
         };
-        let row = self.decode_tuple(len);
-        self.buf.advance(len);
+        self.handed_out = len;
         self.rows += 1;
-        row.map(Some)
+        Ok(true)
+    }
+
+    /// The tuple `advance_to_tuple` moved to.
+    fn tuple(&self) -> Tuple<'_> {
+        Tuple {
+            bytes: &self.buf[..self.handed_out],
+            fields: &self.fields,
+            row: self.rows - 1,
+        }
     }
 
     /// True once the trailer has been read.
@@ -113,7 +179,7 @@ impl CopyDecoder {
     /// `Ok` when the stream ended where it should: after the trailer with nothing left over.
     /// Call it when the server says the COPY is done; an `Err` describes what was cut off.
     pub fn check_complete(&self) -> Result<(), String> {
-        match (self.finished, self.buf.len()) {
+        match (self.finished, self.buf.len() - self.handed_out) {
             (true, 0) => Ok(()),
             (true, n) => Err(format!("{n} bytes after the COPY trailer")),
             (false, n) => Err(format!(
@@ -158,9 +224,10 @@ impl CopyDecoder {
     }
 
     /// The byte length of the tuple at the front of the buffer once all of it has
-    /// arrived; `Ok(None)` while it has not.
-    fn complete_tuple_len(&self) -> Result<Option<usize>, String> {
+    /// arrived (its fields' places in `fields`); `Ok(None)` while it has not.
+    fn complete_tuple_len(&mut self) -> Result<Option<usize>, String> {
         let buf = &self.buf[..];
+        self.fields.clear();
         let Some(count) = buf.get(..2) else {
             return Ok(None);
         };
@@ -180,8 +247,11 @@ impl CopyDecoder {
             let len = be_i32(len);
             at += 4;
             match usize::try_from(len) {
-                Ok(len) => at += len,
-                Err(_) if len == NULL_LEN => {}
+                Ok(len) => {
+                    self.fields.push(Some((at, at + len)));
+                    at += len;
+                }
+                Err(_) if len == NULL_LEN => self.fields.push(None),
                 Err(_) => {
                     return Err(format!(
                         "COPY row {}, column {column}: field length {len}",
@@ -191,26 +261,6 @@ impl CopyDecoder {
             }
         }
         Ok((buf.len() >= at).then_some(at))
-    }
-
-    /// Decodes the complete tuple of `len` bytes at the front of the buffer.
-    fn decode_tuple(&self, len: usize) -> Result<Vec<PgValue>, String> {
-        let mut rest = &self.buf[2..len];
-        let mut row = Vec::with_capacity(self.types.len());
-        for (column, ty) in self.types.iter().enumerate() {
-            let field_len = be_i32(&rest[..4]);
-            rest = &rest[4..];
-            let Ok(field_len) = usize::try_from(field_len) else {
-                row.push(PgValue::Null);
-                continue;
-            };
-            let (payload, after) = rest.split_at(field_len);
-            rest = after;
-            let value = decode_value(ty, payload)
-                .map_err(|e| format!("COPY row {}, column {column}: {e}", self.rows))?;
-            row.push(value);
-        }
-        Ok(row)
     }
 }
 
@@ -230,10 +280,8 @@ pub fn decode_value(ty: &PgType, payload: &[u8]) -> Result<PgValue, String> {
         PgType::Numeric(_) => decode_numeric(payload).map(PgValue::Numeric),
         PgType::Text | PgType::Varchar(_) => decode_text(payload).map(PgValue::Text),
         PgType::Bytea => Ok(PgValue::Bytea(payload.to_vec())),
-        PgType::Date => fixed(payload).and_then(|b| decode_date(i32::from_be_bytes(b))),
-        PgType::Timestamptz => {
-            fixed(payload).and_then(|b| decode_timestamptz(i64::from_be_bytes(b)))
-        }
+        PgType::Date => decode_date_field(payload).map(PgValue::Date),
+        PgType::Timestamptz => decode_timestamptz_field(payload).map(PgValue::Timestamptz),
         PgType::Jsonb => match payload.split_first() {
             Some((&JSONB_VERSION, text)) => decode_text(text).map(PgValue::Jsonb),
             Some((version, _)) => Err(format!("format version {version}, expected 1")),
@@ -268,23 +316,25 @@ fn decode_text(payload: &[u8]) -> Result<String, String> {
     })
 }
 
-fn decode_date(days_since_2000: i32) -> Result<PgValue, String> {
+/// A date field's payload as days since 1970-01-01; the error without the type's name.
+pub(crate) fn decode_date_field(payload: &[u8]) -> Result<i32, String> {
+    let days_since_2000 = i32::from_be_bytes(fixed(payload)?);
     if DATE_INFINITIES.contains(&days_since_2000) {
         return Err(infinity_error(days_since_2000 > 0));
     }
     days_since_2000
         .checked_add(PG_EPOCH_DAYS)
-        .map(PgValue::Date)
         .ok_or_else(|| format!("{days_since_2000} days after 2000-01-01 is out of range"))
 }
 
-fn decode_timestamptz(micros_since_2000: i64) -> Result<PgValue, String> {
+/// A timestamptz field's payload as µs since 1970-01-01 UTC; the error without the type's name.
+pub(crate) fn decode_timestamptz_field(payload: &[u8]) -> Result<i64, String> {
+    let micros_since_2000 = i64::from_be_bytes(fixed(payload)?);
     if TIMESTAMP_INFINITIES.contains(&micros_since_2000) {
         return Err(infinity_error(micros_since_2000 > 0));
     }
     micros_since_2000
         .checked_add(PG_EPOCH_MICROS)
-        .map(PgValue::Timestamptz)
         .ok_or_else(|| format!("{micros_since_2000} µs after 2000-01-01 is out of range"))
 }
 
