@@ -29,7 +29,7 @@ use crate::target::verify::Mismatch;
 mod reader;
 mod schema;
 
-use reader::{ReadRequest, CHUNKS_IN_FLIGHT};
+use reader::{Job, ReadRequest, CHUNKS_IN_FLIGHT};
 
 pub(crate) use schema::check_schema_applied;
 use schema::{apply_tables, read_source, replicated_from_target, Follower, SchemaLinks};
@@ -182,10 +182,11 @@ fn sync_until_stopped(
     let captured = AtomicU64::new(0);
     let capture_failed = AtomicBool::new(false);
     let (wake_tx, wake_rx) = crossbeam_channel::unbounded::<()>();
-    let (read_tx, read_rx) = crossbeam_channel::unbounded::<ReadRequest>();
+    let (read_tx, read_rx) = crossbeam_channel::unbounded::<Job>();
     std::thread::scope(|s| {
         let log_ref: &dyn ChangeLog = &log;
-        s.spawn(move || reader::serve(log_ref, &read_rx, opts.batch_changes, config.convert));
+        let reader =
+            s.spawn(move || reader::serve(log_ref, &read_rx, opts.batch_changes, config.convert));
         let capture = s.spawn(|| {
             let r = capture_loop(
                 &mut follower,
@@ -220,9 +221,10 @@ fn sync_until_stopped(
         drop(read_tx);
         stop.store(true, Ordering::SeqCst);
         let captured = capture.join().expect("the capture thread panicked");
-        match (applied, captured) {
-            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-            (Ok(status), Ok(())) => Ok(status),
+        let trimmed = reader.join().expect("the reader thread panicked");
+        match (trimmed, applied, captured) {
+            (Err(e), _, _) | (_, Err(e), _) | (_, Ok(_), Err(e)) => Err(e),
+            (Ok(()), Ok(status), Ok(())) => Ok(status),
         }
     })
 }
@@ -493,7 +495,7 @@ struct ApplyContext<'a> {
     capture_failed: &'a AtomicBool,
     wake: &'a Receiver<()>,
     /// Where batches are asked for, read and prepared in chunks (see `reader`).
-    reader: &'a Sender<ReadRequest>,
+    reader: &'a Sender<Job>,
     schema: &'a SchemaLinks,
     /// The snapshot's fingerprint, recorded for tables created during sync.
     fingerprint: &'a str,
@@ -581,7 +583,7 @@ async fn apply_loop(
             tables: tables.clone(),
             reply,
         };
-        if ctx.reader.send(request).is_err() {
+        if ctx.reader.send(Job::Read(request)).is_err() {
             return Err(Error::Data {
                 table: "(sync)".into(),
                 reason: "the change-log reader thread ended".into(),
@@ -610,7 +612,8 @@ async fn apply_loop(
         };
         crate::fault::hit(crate::fault::SYNC_AFTER_APPLY_COMMIT);
         let apply_ms = ms_since(batch_started);
-        ctx.log.trim_through(through.end_seq)?;
+        // The reader trims before it reads the next batch (after this commit, in order).
+        let _ = ctx.reader.send(Job::Trim(through.end_seq));
         status.verification_mismatches += repair(ctx, &stats.mismatches)?;
         status.applied_seq = through.end_seq;
         status.batches += 1;

@@ -3,6 +3,8 @@
 //! thread while apply's PostgreSQL transaction works on the chunk before. The channel to apply
 //! holds [`CHUNKS_IN_FLIGHT`] chunk, so at most three chunks of a batch are in memory (one being
 //! prepared, one waiting, one being applied), however many changes one source transaction made.
+//! It also trims the change log behind apply's commits, so a trim (seconds for a huge cycle)
+//! overlaps the next batch instead of delaying it.
 
 use crossbeam_channel::Receiver;
 use tokio::sync::mpsc::Sender;
@@ -18,25 +20,36 @@ use crate::target::apply::{prepare_chunk, ApplyTable, PreparedChunk};
 pub(crate) const CHUNKS_IN_FLIGHT: usize = 1;
 
 /// One batch to read: the changes with `after < seq <= through`, prepared for `tables`, sent
-/// to `reply` in seq order; the sender is dropped when the batch is complete (or on the first
-/// error, which is sent).
+/// to `reply` in seq order, then `Ok(None)` for the end (or, instead, the first error).
 pub(crate) struct ReadRequest {
     pub after: u64,
     pub through: u64,
     pub tables: Vec<ApplyTable>,
-    pub reply: Sender<Result<PreparedChunk>>,
+    pub reply: Sender<Result<Option<PreparedChunk>>>,
 }
 
-/// Serves read requests until every request sender is dropped.
+/// Work for the reader thread, done in the order sent.
+pub(crate) enum Job {
+    Read(ReadRequest),
+    /// Trim the change log through this seq: send it only once PostgreSQL committed past it.
+    Trim(u64),
+}
+
+/// Serves jobs until every sender is dropped. `Err`: a trim failed (the thread then stops, so
+/// apply's next request fails and sync ends with this error).
 pub(crate) fn serve(
     log: &dyn ChangeLog,
-    requests: &Receiver<ReadRequest>,
+    jobs: &Receiver<Job>,
     chunk_changes: usize,
     opts: ConvertOptions,
-) {
-    for request in requests {
-        read_chunks(log, &request, chunk_changes, opts);
+) -> Result<()> {
+    for job in jobs {
+        match job {
+            Job::Read(request) => read_chunks(log, &request, chunk_changes, opts),
+            Job::Trim(through) => log.trim_through(through)?,
+        }
     }
+    Ok(())
 }
 
 /// Reads one batch in chunks of at most `chunk_changes` changes. Stops early, quietly, when
@@ -50,7 +63,7 @@ pub(crate) fn read_chunks(
     let chunk_changes = chunk_changes.max(1);
     let mut buf: Vec<Change> = Vec::with_capacity(chunk_changes.min(1 << 16));
     let send = |changes: Vec<Change>| -> Result<()> {
-        let prepared = prepare_chunk(&request.tables, changes, opts);
+        let prepared = prepare_chunk(&request.tables, changes, opts).map(Some);
         let failed = prepared.is_err();
         if request.reply.blocking_send(prepared).is_err() || failed {
             return Err(stop_reading());
@@ -67,11 +80,15 @@ pub(crate) fn read_chunks(
         }
         Ok(())
     });
-    match read {
-        Ok(()) if !buf.is_empty() => {
-            let _ = send(buf);
+    let rest = match read {
+        Ok(()) if buf.is_empty() => Ok(()),
+        Ok(()) => send(buf),
+        Err(e) => Err(e),
+    };
+    match rest {
+        Ok(()) => {
+            let _ = request.reply.blocking_send(Ok(None));
         }
-        Ok(()) => {}
         Err(e) if is_stop(&e) => {}
         Err(e) => {
             let _ = request.reply.blocking_send(Err(e));

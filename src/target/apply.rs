@@ -114,16 +114,18 @@ pub async fn apply_batch(
     changes: &[Change],
     opts: ConvertOptions,
 ) -> Result<BatchStats> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-    let chunk = prepare_chunk(tables, changes.to_vec(), opts);
-    tx.try_send(chunk)
-        .expect("a fresh channel of capacity 1 takes one chunk");
-    drop(tx);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let chunk = prepare_chunk(tables, changes.to_vec(), opts).map(Some);
+    for message in [chunk, Ok(None)] {
+        tx.try_send(message)
+            .expect("a fresh channel of capacity 2 takes two messages");
+    }
     apply_chunks(client, schema, tables, after, through, &mut rx).await
 }
 
 /// Applies one batch that arrives in chunks (each prepared with [`prepare_chunk`] from the
-/// same `tables`, in seq order, until the sender is dropped) in ONE transaction with the
+/// same `tables`, in seq order, then `Ok(None)` for the end of the batch: a channel that closes
+/// before it fails the batch, never commits part of it) in ONE transaction with the
 /// position `through.end_seq`: per chunk and table, deletes then upserts (set-based, from
 /// staging tables), then re-reads the chunk's keys inside the transaction and compares them
 /// with the images (continuous verification; mismatches are returned, not fatal). Applying the
@@ -136,7 +138,7 @@ pub async fn apply_chunks(
     tables: &[ApplyTable],
     after: u64,
     through: &Boundary,
-    chunks: &mut tokio::sync::mpsc::Receiver<Result<PreparedChunk>>,
+    chunks: &mut tokio::sync::mpsc::Receiver<Result<Option<PreparedChunk>>>,
 ) -> Result<BatchStats> {
     let mut stats = BatchStats::default();
     let tx = client
@@ -156,9 +158,8 @@ pub async fn apply_chunks(
     let mut timing = Timing::default();
     let mut staging = StagingTables::default();
     let mut waited = std::time::Instant::now();
-    let mut next = chunks.recv().await;
+    let mut next = next_chunk(chunks).await?;
     while let Some(chunk) = next {
-        let chunk = chunk?;
         timing.wait += waited.elapsed();
         stats.chunks += 1;
         stats.largest_chunk = stats.largest_chunk.max(chunk.len() as u64);
@@ -175,7 +176,7 @@ pub async fn apply_chunks(
         .await?;
         drop(chunk);
         waited = std::time::Instant::now();
-        next = chunks.recv().await;
+        next = next_chunk(chunks).await?;
         if next.is_some() {
             crate::fault::hit(crate::fault::SYNC_MID_CHUNKED_APPLY);
         }
@@ -203,6 +204,19 @@ pub async fn apply_chunks(
         "apply transaction"
     );
     Ok(stats)
+}
+
+/// The next chunk of the batch; `None` at its end. A channel closed before the end (the reader
+/// stopped or failed) is an error, so a partial batch is never committed as the whole.
+async fn next_chunk(
+    chunks: &mut tokio::sync::mpsc::Receiver<Result<Option<PreparedChunk>>>,
+) -> Result<Option<PreparedChunk>> {
+    chunks.recv().await.unwrap_or_else(|| {
+        Err(Error::Data {
+            table: "(sync)".into(),
+            reason: "the change-log reader stopped before the end of the batch".into(),
+        })
+    })
 }
 
 /// Where an apply transaction's time went, for the debug log: waiting for the reader's next
