@@ -64,6 +64,30 @@ pub(crate) struct Wanted {
     pub order: usize,
     pub key: Vec<PgValue>,
     pub expected: Expected,
+    /// The canonical hashes of the key and of the expected row (when every value converted),
+    /// computed where the wanted key is built — for sync, on the reader thread.
+    key_hash: [u8; 32],
+    row_hash: Option<[u8; 32]>,
+}
+
+impl Wanted {
+    pub(crate) fn new(order: usize, key: Vec<PgValue>, expected: Expected) -> Wanted {
+        let row_hash = match &expected {
+            Expected::Row(values) => values
+                .iter()
+                .map(|v| v.as_ref().ok().cloned())
+                .collect::<Option<Vec<PgValue>>>()
+                .map(|planned| row_hash(&key, &planned)),
+            Expected::Absent(_) => None,
+        };
+        Wanted {
+            order,
+            key_hash: key_hash(&key),
+            key,
+            expected,
+            row_hash,
+        }
+    }
 }
 
 /// Re-reads from PostgreSQL the rows of `changes` (coalesced: one per key; if a key repeats, its
@@ -134,16 +158,12 @@ fn wanted_by_table<'a>(
             })?;
         let table = &tables[n].map;
         let key = wanted_key(table, &change.key, opts)?;
-        let wanted = Wanted {
-            order,
-            expected: expected(table, change, opts)?,
-            key,
-        };
+        let wanted = Wanted::new(order, key, expected(table, change, opts)?);
         let list = &mut grouped[n].1;
-        match seen[n].get(&key_hash(&wanted.key)) {
+        match seen[n].get(&wanted.key_hash) {
             Some(&at) => list[at] = wanted,
             None => {
-                seen[n].insert(key_hash(&wanted.key), list.len());
+                seen[n].insert(wanted.key_hash, list.len());
                 list.push(wanted);
             }
         }
@@ -353,7 +373,7 @@ fn compare(
     let at: HashMap<[u8; 32], usize> = wanted
         .iter()
         .enumerate()
-        .map(|(i, w)| (key_hash(&w.key), i))
+        .map(|(i, w)| (w.key_hash, i))
         .collect();
     let mut actual: Vec<Option<Vec<PgValue>>> = vec![None; wanted.len()];
     for row in rows {
@@ -373,7 +393,7 @@ fn compare(
         .iter()
         .zip(&actual)
         .filter_map(|(w, row)| {
-            let detail = difference(map, &w.key, &w.expected, row.as_deref())?;
+            let detail = difference(map, w, row.as_deref())?;
             Some((w.order, mismatch(map, &changes[w.order], detail)))
         })
         .collect())
@@ -392,24 +412,16 @@ fn mismatch(map: &TableMap, change: &Change, detail: String) -> Mismatch {
 }
 
 /// Why `actual` (the target's row, if any) is not what `expected` says; `None` when it is.
-fn difference(
-    map: &TableMap,
-    key: &[PgValue],
-    expected: &Expected,
-    actual: Option<&[PgValue]>,
-) -> Option<String> {
-    match (expected, actual) {
+fn difference(map: &TableMap, wanted: &Wanted, actual: Option<&[PgValue]>) -> Option<String> {
+    match (&wanted.expected, actual) {
         (Expected::Absent(_), None) => None,
         (Expected::Absent(why), Some(_)) => Some(format!("PostgreSQL has a row, but {why}")),
         (Expected::Row(_), None) => {
             Some("PostgreSQL has no row, but the applied source image has one".into())
         }
         (Expected::Row(values), Some(row)) => {
-            let planned: Option<Vec<PgValue>> = values.iter().map(|v| v.clone().ok()).collect();
-            if let Some(planned) = planned {
-                if row_hash(key, &planned) == row_hash(&row_key(map, row), row) {
-                    return None;
-                }
+            if wanted.row_hash == Some(row_hash(&row_key(map, row), row)) {
+                return None;
             }
             Some(column_differences(map, values, row))
         }
@@ -505,7 +517,8 @@ mod tests {
     fn check(c: &Change, actual: Option<&[PgValue]>) -> Option<String> {
         let opts = ConvertOptions::default();
         let key = wanted_key(&map(), &c.key, opts).unwrap();
-        difference(&map(), &key, &expected(&map(), c, opts).unwrap(), actual)
+        let wanted = Wanted::new(0, key, expected(&map(), c, opts).unwrap());
+        difference(&map(), &wanted, actual)
     }
 
     #[test]

@@ -139,11 +139,7 @@ impl TableBuilder {
                 .push_row(&self.key_types, &key)
                 .map_err(data_err)?,
         }
-        self.wanted.push(Wanted {
-            order,
-            key,
-            expected,
-        });
+        self.wanted.push(Wanted::new(order, key, expected));
         Ok(())
     }
 
