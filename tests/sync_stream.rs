@@ -215,3 +215,31 @@ fn a_crash_mid_stream_commits_nothing_and_the_next_run_applies_it_whole() {
     assert!(applied(&db) > before.0);
     assert_identical(&src, &db);
 }
+
+/// SIGABRT in the middle of capturing the transaction (40 of its 115 chunks of images are in
+/// the change log, without a boundary): nothing reaches PostgreSQL, and the next run discards
+/// the partial cycle, captures it again whole and applies it once.
+#[test]
+fn a_crash_mid_capture_of_a_huge_transaction_loses_and_duplicates_nothing() {
+    let dir = temp_dir();
+    let db = TestDb::new();
+    let src = big_transaction(dir.path(), &db);
+    let before = (applied(&db), count(&db, "parents"), count(&db, "children"));
+    let fault = format!("{}@40", sqlite2pg::fault::CAPTURE_AFTER_CHUNK);
+    let (status, stderr, _) = sync_child(&src, &db, Some(&fault), dir.path());
+    assert!(
+        !status.success() && stderr.contains("fault point capture.after_chunk hit"),
+        "{status:?}: {stderr}"
+    );
+    assert_eq!(
+        (applied(&db), count(&db, "parents"), count(&db, "children")),
+        before
+    );
+    let (status, stderr, _) = sync_child(&src, &db, None, dir.path());
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        count(&db, "parents"),
+        START_ROWS + NEW_PARENTS - DELETED_PARENTS
+    );
+    assert_identical(&src, &db);
+}
