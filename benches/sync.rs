@@ -19,7 +19,8 @@
 //!
 //! The machine is shared and noisy: the trigger verdict is a ratio measured side by side; the
 //! apply rate and lags are absolute and move from run to run. The results are printed and
-//! replace the `sync` section of BENCHMARKS.md (unless `--no-record`). `-v` (or `RUST_LOG`)
+//! replace the `sync` section of BENCHMARKS.md (unless `--no-record`; `--apply-only` runs only
+//! part 2 and prints it, for profiling apply). `-v` (or `RUST_LOG`)
 //! prints sqlite2pg's log (with `-v`: its debug lines, e.g. "batch applied") on stderr.
 
 // `sqlite2pg::Error` is large on purpose (see lib.rs); closures here return it as is.
@@ -94,10 +95,21 @@ fn main() {
     let pg = Pg::connect(&admin);
     let server_version = pg.text("SHOW server_version");
 
-    let overhead = measure_trigger_overhead(&settings, &source, work.path());
-
     pg.execute("CREATE DATABASE sync_db");
     let config = sync_config(&source.path, &admin.with_dbname("sync_db"));
+    if settings.apply_only {
+        let snapshot_seconds = snapshot(&config);
+        let apply = measure_apply(
+            &settings,
+            &config,
+            &source.path,
+            snapshot_seconds,
+            &cluster.log_path(),
+        );
+        println!("\n{}", apply_table(&apply));
+        return;
+    }
+    let overhead = measure_trigger_overhead(&settings, &source, work.path());
     let snapshot_seconds = snapshot(&config);
     // The lag runs come before the large catch-up: the allocator keeps most of what a catch-up
     // peaked at, which would hide how the steady state's RSS moves.
@@ -151,6 +163,8 @@ struct Settings {
     rates: Vec<f64>,
     record: bool,
     verbose: bool,
+    /// Only the catch-up (apply rate), printed and not recorded: for profiling apply.
+    apply_only: bool,
 }
 
 impl Settings {
@@ -163,6 +177,7 @@ impl Settings {
             rates: vec![1000.0, 5000.0],
             record: true,
             verbose: false,
+            apply_only: false,
         };
         let mut args = std::env::args().skip(1);
         let number = |value: Option<String>, flag: &str| -> f64 {
@@ -188,6 +203,10 @@ impl Settings {
                         .collect();
                 }
                 "--no-record" => settings.record = false,
+                "--apply-only" => {
+                    settings.apply_only = true;
+                    settings.record = false;
+                }
                 "-v" | "--verbose" => settings.verbose = true,
                 // cargo passes --bench; no other harness flag applies to this bench.
                 _ => {}

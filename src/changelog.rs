@@ -92,7 +92,13 @@ const META_TRIMMED_BOUNDARY: &[u8] = b"trimmed_boundary";
 /// sled's page cache. Apply reads changes shortly after capture wrote them, so a cache holding a
 /// few large capture cycles (10k changes of ~200 bytes are 2 MB) serves those reads from memory;
 /// sled's default of 1 GiB would compete with SQLite and the PostgreSQL client for no gain.
-const CACHE_CAPACITY_BYTES: u64 = 128 << 20;
+const CACHE_CAPACITY_BYTES: u64 = 16 << 20;
+
+/// Bytes appended between flushes inside one capture cycle. sled keeps what was written since
+/// its last flush in memory, so without this a huge source transaction (one cycle, flushed once
+/// at its boundary) would sit in memory whole; a flush every few MB bounds that. Durability is
+/// still only promised at the boundary.
+const FLUSH_EVERY_BYTES: u64 = 8 << 20;
 
 /// Keys removed per pass of a trim or discard: bounds the memory a large trim needs.
 const REMOVE_CHUNK: usize = 4096;
@@ -108,6 +114,8 @@ pub struct SledChangeLog {
     /// (sled's own `len()` scans the whole tree).
     change_count: AtomicU64,
     boundary_count: AtomicU64,
+    /// Bytes appended since the last flush (see [`FLUSH_EVERY_BYTES`]).
+    unflushed: AtomicU64,
     /// Serialises trims and discards, so `trimmed_through` only moves forward.
     maintenance: Mutex<()>,
 }
@@ -129,6 +137,7 @@ impl SledChangeLog {
             path: dir.to_path_buf(),
             change_count: AtomicU64::new(changes.len() as u64),
             boundary_count: AtomicU64::new(boundaries.len() as u64),
+            unflushed: AtomicU64::new(0),
             db,
             changes,
             boundaries,
@@ -155,6 +164,7 @@ impl SledChangeLog {
     }
 
     fn flush(&self, op: &'static str) -> Result<()> {
+        self.unflushed.store(0, Ordering::Relaxed);
         self.db.flush().map_err(self.fail(op))?;
         Ok(())
     }
@@ -207,10 +217,17 @@ impl SledChangeLog {
             if keys.is_empty() {
                 return Ok(());
             }
+            let full = keys.len() == REMOVE_CHUNK;
             for key in keys {
                 if tree.remove(key).map_err(self.fail(op))?.is_some() {
                     count.fetch_sub(1, Ordering::Relaxed);
                 }
+            }
+            // What sled rewrote stays in memory until flushed: a flush after each full pass
+            // keeps a trim of a huge cycle from holding the whole rewritten tree. A small trim
+            // (one partial pass) is flushed once by its caller, as before.
+            if full {
+                self.flush(op)?;
             }
         }
     }
@@ -244,6 +261,11 @@ impl ChangeLog for SledChangeLog {
                 .map_err(self.fail("append"))?;
             if old.is_none() {
                 self.change_count.fetch_add(1, Ordering::Relaxed);
+            }
+            let appended = buf.len() as u64 + 8;
+            if self.unflushed.fetch_add(appended, Ordering::Relaxed) + appended > FLUSH_EVERY_BYTES
+            {
+                self.flush("append")?;
             }
         }
         Ok(())

@@ -30,6 +30,9 @@ pub const CAPTURE_BEFORE_DELETE_COMMIT: &str = "capture.before_delete_commit";
 
 /// Sync: the batch is staged and applied, its transaction not yet committed.
 pub const SYNC_MID_APPLY: &str = "sync.mid_apply";
+/// Sync: a batch larger than one chunk has some chunks applied in its open transaction and
+/// more to come (a huge source transaction streamed from the change log).
+pub const SYNC_MID_CHUNKED_APPLY: &str = "sync.mid_chunked_apply";
 /// Sync: the batch committed in PostgreSQL, the change log not yet trimmed.
 pub const SYNC_AFTER_APPLY_COMMIT: &str = "sync.after_apply_commit";
 /// Sync: the change log flushed a capture boundary, the source change rows not yet deleted.

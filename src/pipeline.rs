@@ -22,17 +22,22 @@ use crate::source::capture::{max_seq, Capturer};
 use crate::source::introspect::{Schema, Table};
 use crate::source::open_read_only;
 use crate::source::watcher::Watcher;
-use crate::target::apply::{apply_batch, ApplyTable};
+use crate::target::apply::{apply_chunks, ApplyTable, BatchStats};
 use crate::target::state::{ensure_state, init_sync_position, sync_position};
-use crate::target::verify::verify_changes;
+use crate::target::verify::Mismatch;
 
+mod reader;
 mod schema;
+
+use reader::{Job, ReadRequest, CHUNKS_IN_FLIGHT};
 
 pub(crate) use schema::check_schema_applied;
 use schema::{apply_tables, read_source, replicated_from_target, Follower, SchemaLinks};
 
 /// Most changes one apply transaction takes: large enough for throughput, small enough that a
-/// batch commits in well under a second.
+/// batch commits in well under a second. A single source transaction larger than this is still
+/// applied in one transaction (it is one consistent state), streamed from the change log in
+/// chunks of this many changes, so this also bounds apply's memory.
 pub const DEFAULT_BATCH_CHANGES: usize = 10_000;
 /// How often consumed change rows are deleted from the source while it is busy (they are
 /// deleted at once when it goes idle).
@@ -177,7 +182,11 @@ fn sync_until_stopped(
     let captured = AtomicU64::new(0);
     let capture_failed = AtomicBool::new(false);
     let (wake_tx, wake_rx) = crossbeam_channel::unbounded::<()>();
+    let (read_tx, read_rx) = crossbeam_channel::unbounded::<Job>();
     std::thread::scope(|s| {
+        let log_ref: &dyn ChangeLog = &log;
+        let reader =
+            s.spawn(move || reader::serve(log_ref, &read_rx, opts.batch_changes, config.convert));
         let capture = s.spawn(|| {
             let r = capture_loop(
                 &mut follower,
@@ -203,16 +212,19 @@ fn sync_until_stopped(
             captured: &captured,
             capture_failed: &capture_failed,
             wake: &wake_rx,
+            reader: &read_tx,
             schema: &links,
             fingerprint: &snapshot.blake3,
             on_status,
         };
         let applied = runtime.block_on(apply_loop(&mut client, &ctx));
+        drop(read_tx);
         stop.store(true, Ordering::SeqCst);
         let captured = capture.join().expect("the capture thread panicked");
-        match (applied, captured) {
-            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-            (Ok(status), Ok(())) => Ok(status),
+        let trimmed = reader.join().expect("the reader thread panicked");
+        match (trimmed, applied, captured) {
+            (Err(e), _, _) | (_, Err(e), _) | (_, Ok(_), Err(e)) => Err(e),
+            (Ok(()), Ok(status), Ok(())) => Ok(status),
         }
     })
 }
@@ -308,30 +320,11 @@ pub(crate) fn drain(
             return Ok((applied, total));
         }
         let through = batch_end(&bounds, DEFAULT_BATCH_CHANGES);
-        let mut changes = Vec::new();
-        setup.log.for_each_in(applied, through.end_seq, &mut |c| {
-            changes.push(c);
-            Ok(())
-        })?;
-        let stats = setup.runtime.block_on(apply_batch(
-            &mut setup.client,
-            &config.schema,
-            &setup.apply_tables,
-            applied,
-            &through,
-            &changes,
-            config.convert,
-        ))?;
+        let stats = drain_batch(setup, config, applied, &through)?;
         setup.log.trim_through(through.end_seq)?;
         applied = through.end_seq;
         total += stats.changes;
-        let mismatches = setup.runtime.block_on(verify_changes(
-            &mut setup.client,
-            &config.schema,
-            &setup.apply_tables,
-            &changes,
-            config.convert,
-        ))?;
+        let mismatches = stats.mismatches;
         if let Some(m) = mismatches.first() {
             // Before the freeze the keys go back into the source's change table, so the sync
             // that resumes after this refusal repairs them; while frozen, this process holds
@@ -365,6 +358,44 @@ pub(crate) fn drain(
         }
         past("applying")?;
     }
+}
+
+/// Applies one batch of the change log for `drain`, read and prepared on a thread of its own
+/// while the transaction applies the chunk before (as sync's reader stage does).
+fn drain_batch(
+    setup: &mut SyncSetup,
+    config: &Config,
+    after: u64,
+    through: &Boundary,
+) -> Result<BatchStats> {
+    let (reply, mut chunks) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+    let request = ReadRequest {
+        after,
+        through: through.end_seq,
+        tables: setup.apply_tables.clone(),
+        reply,
+    };
+    let SyncSetup {
+        log,
+        runtime,
+        client,
+        apply_tables,
+        ..
+    } = setup;
+    std::thread::scope(|s| {
+        let log: &dyn ChangeLog = log;
+        s.spawn(move || reader::read_chunks(log, &request, DEFAULT_BATCH_CHANGES, config.convert));
+        let applied = runtime.block_on(apply_chunks(
+            client,
+            &config.schema,
+            apply_tables,
+            after,
+            through,
+            &mut chunks,
+        ));
+        drop(chunks);
+        applied
+    })
 }
 
 /// The completed snapshot's record: `change_seq` is the change sequence it includes (sync
@@ -463,6 +494,8 @@ struct ApplyContext<'a> {
     captured: &'a AtomicU64,
     capture_failed: &'a AtomicBool,
     wake: &'a Receiver<()>,
+    /// Where batches are asked for, read and prepared in chunks (see `reader`).
+    reader: &'a Sender<Job>,
     schema: &'a SchemaLinks,
     /// The snapshot's fingerprint, recorded for tables created during sync.
     fingerprint: &'a str,
@@ -543,24 +576,29 @@ async fn apply_loop(
         }
         let batch_started = Instant::now();
         let through = batch_end(&bounds, ctx.opts.batch_changes);
-        let mut changes = Vec::new();
-        ctx.log
-            .for_each_in(status.applied_seq, through.end_seq, &mut |c| {
-                changes.push(c);
-                Ok(())
-            })?;
-        let read_ms = ms_since(batch_started);
-        let applying = Instant::now();
-        let applied = apply_batch(
+        let (reply, mut chunks) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+        let request = ReadRequest {
+            after: status.applied_seq,
+            through: through.end_seq,
+            tables: tables.clone(),
+            reply,
+        };
+        if ctx.reader.send(Job::Read(request)).is_err() {
+            return Err(Error::Data {
+                table: "(sync)".into(),
+                reason: "the change-log reader thread ended".into(),
+            });
+        }
+        let applied = apply_chunks(
             client,
             &ctx.config.schema,
             &tables,
             status.applied_seq,
             &through,
-            &changes,
-            ctx.config.convert,
+            &mut chunks,
         )
         .await;
+        drop(chunks);
         let stats = match applied {
             Ok(stats) => stats,
             Err(e) if e.is_transient() && !ctx.stop.load(Ordering::SeqCst) => {
@@ -573,19 +611,10 @@ async fn apply_loop(
             Err(e) => return Err(e),
         };
         crate::fault::hit(crate::fault::SYNC_AFTER_APPLY_COMMIT);
-        let apply_ms = ms_since(applying);
-        ctx.log.trim_through(through.end_seq)?;
-        let verifying = Instant::now();
-        match verify_and_repair(client, ctx, &tables, &changes).await {
-            Ok(mismatches) => status.verification_mismatches += mismatches,
-            Err(e) if e.is_transient() && !ctx.stop.load(Ordering::SeqCst) => {
-                tracing::warn!(error = %e, seq = through.end_seq, "verification failed transiently; reconnecting");
-                status.last_error = Some(LastError::now(&e));
-                reconnect(client, ctx).await?;
-                status.retries += 1;
-            }
-            Err(e) => return Err(e),
-        }
+        let apply_ms = ms_since(batch_started);
+        // The reader trims before it reads the next batch (after this commit, in order).
+        let _ = ctx.reader.send(Job::Trim(through.end_seq));
+        status.verification_mismatches += repair(ctx, &stats.mismatches)?;
         status.applied_seq = through.end_seq;
         status.batches += 1;
         status.changes_applied += stats.changes;
@@ -600,11 +629,10 @@ async fn apply_loop(
         tracing::debug!(
             seq = through.end_seq,
             changes = stats.changes,
+            chunks = stats.chunks,
             upserted = stats.upserted,
             deleted = stats.deleted,
-            read_ms,
             apply_ms,
-            verify_ms = ms_since(verifying),
             total_ms = ms_since(batch_started),
             "batch applied"
         );
@@ -616,30 +644,18 @@ async fn apply_loop(
     Ok(status)
 }
 
-/// Continuous verification: re-reads the batch's keys from PostgreSQL and compares their
-/// hashes with the applied source images. A mismatch (PostgreSQL written behind sync's back,
-/// or a bug) is counted, logged by table, and repaired by re-enqueuing the key in the source's
-/// change table, so capture sends its current image again.
-async fn verify_and_repair(
-    client: &mut tokio_postgres::Client,
-    ctx: &ApplyContext<'_>,
-    tables: &[ApplyTable],
-    changes: &[Change],
-) -> Result<u64> {
-    let mismatches = verify_changes(
-        client,
-        &ctx.config.schema,
-        tables,
-        changes,
-        ctx.config.convert,
-    )
-    .await?;
+/// Continuous verification's repair: apply re-read every key of the batch inside its
+/// transaction and compared it with the applied image (see `target::apply::apply_chunks`); a
+/// mismatch (PostgreSQL written behind sync's back, or a bug) is counted, logged by table, and
+/// repaired by re-enqueuing the key in the source's change table, so capture sends its current
+/// image again. Returns how many there were.
+fn repair(ctx: &ApplyContext<'_>, mismatches: &[Mismatch]) -> Result<u64> {
     if mismatches.is_empty() {
         return Ok(0);
     }
     let path = ctx.config.require_source()?;
     let conn = crate::source::open_read_write(path)?;
-    for m in &mismatches {
+    for m in mismatches {
         tracing::warn!(table = %m.table, "applied row does not match its source image; re-enqueued");
         requeue(&conn, path, &m.table, &m.key)?;
     }

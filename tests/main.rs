@@ -17,6 +17,7 @@ mod snapshot;
 mod status;
 mod support;
 mod sync;
+mod sync_stream;
 mod tls;
 mod translate;
 mod verify;

@@ -10,7 +10,7 @@ use rusqlite::{params, Connection};
 use sqlite2pg::change::{Boundary, Change, RawValue};
 use sqlite2pg::convert::ConvertOptions;
 use sqlite2pg::source::introspect::read_schema;
-use sqlite2pg::target::apply::{apply_batch, ApplyTable};
+use sqlite2pg::target::apply::{apply_batch, apply_chunks, prepare_chunk, ApplyTable};
 use sqlite2pg::target::mapping::map_table;
 use sqlite2pg::target::state::{init_sync_position, sync_position};
 use sqlite2pg::target::verify::{verify_changes, Mismatch, MAX_KEYS_PER_READ};
@@ -332,4 +332,105 @@ fn keys_beyond_one_read_are_all_checked() {
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].key, item_key(14000));
     assert!(found[0].detail.starts_with("column \"meta\""), "{found:#?}");
+}
+
+/// Sync verifies inside the apply transaction (`verify_staged`): a target trigger that changes
+/// what apply writes is caught in the same batch, naming the key and the column.
+#[test]
+fn apply_reports_rows_changed_behind_its_back_within_the_batch() {
+    let dir = temp_dir();
+    let src = source(dir.path(), 10);
+    let db = TestDb::new();
+    snapshot(&src, &db, &options()).expect("snapshot");
+    let tables = apply_tables(&src, &db);
+    execute(
+        &db,
+        "CREATE FUNCTION tamper() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN IF NEW.id = 4 THEN NEW.name := 'tampered'; END IF; RETURN NEW; END $$",
+    );
+    execute(
+        &db,
+        "CREATE TRIGGER tamper BEFORE INSERT OR UPDATE ON items \
+         FOR EACH ROW EXECUTE FUNCTION tamper()",
+    );
+    let conn = Connection::open(&src).unwrap();
+    conn.execute_batch("UPDATE items SET price = 9.5 WHERE id IN (4, 5)")
+        .unwrap();
+    let changes = all_changes(&conn, [4, 5].into_iter());
+    let stats = apply(&db, &tables, &changes).expect("apply");
+    assert_eq!(stats.mismatches.len(), 1, "{:#?}", stats.mismatches);
+    assert_eq!(stats.mismatches[0].key, item_key(4));
+    assert!(
+        stats.mismatches[0].detail.starts_with("column \"name\""),
+        "{:#?}",
+        stats.mismatches
+    );
+}
+
+/// Regression (sync-speed): a batch whose chunk stream closes before its end marker (the reader
+/// thread stopped) must fail, not commit the chunks seen so far with the batch's position.
+#[test]
+fn a_chunk_stream_that_ends_early_commits_nothing() {
+    let dir = temp_dir();
+    let src = source(dir.path(), 10);
+    let db = TestDb::new();
+    snapshot(&src, &db, &options()).expect("snapshot");
+    let tables = apply_tables(&src, &db);
+    let conn = Connection::open(&src).unwrap();
+    conn.execute_batch("DELETE FROM items WHERE id = 7")
+        .unwrap();
+    let changes = all_changes(&conn, [7].into_iter());
+    let err = block_on(async {
+        let mut client = db.client().await;
+        init_sync_position(&client, 0).await.unwrap();
+        let chunk = prepare_chunk(&tables, changes.clone(), ConvertOptions::default());
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        tx.try_send(chunk.map(Some)).unwrap();
+        drop(tx);
+        let through = boundary(&changes);
+        apply_chunks(&mut client, SCHEMA, &tables, 0, &through, &mut rx)
+            .await
+            .expect_err("a stream without its end marker must not commit")
+    });
+    assert!(
+        err.to_string().contains("before the end of the batch"),
+        "{err}"
+    );
+    let position: i64 = query(&db, "SELECT applied_seq FROM sqlite2pg.sync_state")[0].get(0);
+    assert_eq!(position, 0);
+    assert_eq!(count_items(&db, 7), 1, "the deletion must not be committed");
+}
+
+fn boundary(changes: &[Change]) -> Boundary {
+    Boundary {
+        end_seq: changes.len() as u64,
+        committed_at: 0.0,
+        changes: changes.len() as u64,
+    }
+}
+
+fn count_items(db: &TestDb, id: i64) -> i64 {
+    query(db, &format!("SELECT count(*) FROM items WHERE id = {id}"))[0].get(0)
+}
+
+fn apply(
+    db: &TestDb,
+    tables: &[ApplyTable],
+    changes: &[Change],
+) -> sqlite2pg::Result<sqlite2pg::target::apply::BatchStats> {
+    block_on(async {
+        let mut client = db.client().await;
+        init_sync_position(&client, 0).await.unwrap();
+        let through = boundary(changes);
+        apply_batch(
+            &mut client,
+            SCHEMA,
+            tables,
+            0,
+            &through,
+            changes,
+            ConvertOptions::default(),
+        )
+        .await
+    })
 }

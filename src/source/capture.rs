@@ -50,8 +50,13 @@ use triggers::{key_columns, table_triggers, KeyColumn, TriggerDef};
 pub(crate) const CUTOVER_RECORD_KEY: &str = "cutover";
 const SCHEMA_VERSION: &str = "PRAGMA schema_version";
 const MAX_SEQ: &str = "SELECT coalesce(max(seq), 0) FROM _sqlite2pg_changes";
-const READ_CHANGES: &str =
-    "SELECT seq, tbl, key, at FROM _sqlite2pg_changes WHERE seq > ?1 ORDER BY seq";
+/// Where a cycle ends and when its newest change was written.
+const CYCLE_END: &str = "SELECT max(seq), max(at) FROM _sqlite2pg_changes WHERE seq > ?1";
+/// The cycle's change rows coalesced per (table, key) to the last seq, in seq order. SQLite
+/// groups and sorts with its sorter, which spills to temporary files past the connection's
+/// cache size, so a cycle of any size takes bounded memory here.
+const READ_CHANGES: &str = "SELECT max(seq) AS last, tbl, key FROM _sqlite2pg_changes \
+     WHERE seq > ?1 AND seq <= ?2 GROUP BY tbl, key ORDER BY last";
 /// Keeps the newest row so the next seq stays above every seq ever handed out.
 const DELETE_THROUGH: &str = "DELETE FROM _sqlite2pg_changes WHERE seq <= ?1 \
      AND seq < (SELECT max(seq) FROM _sqlite2pg_changes)";
@@ -109,13 +114,6 @@ struct PendingKey {
     seq: u64,
     table: usize,
     key: Vec<u8>,
-}
-
-/// What one cycle read from the change log, coalesced per key and ordered by seq.
-struct Pending {
-    end_seq: u64,
-    max_at: f64,
-    keys: Vec<PendingKey>,
 }
 
 impl Capturer {
@@ -186,15 +184,15 @@ impl Capturer {
             });
         }
         self.verify_triggers(&tx, version)?;
-        let Some(pending) = self.read_pending(&tx, after)? else {
+        let Some((end_seq, max_at)) = self.cycle_end(&tx, after)? else {
             return Ok(None);
         };
-        let changes = self.emit(&tx, &pending.keys, sink)?;
+        let changes = self.emit(&tx, after, end_seq, sink)?;
         tx.commit()
             .map_err(|e| self.source_error("end the capture read", None, e))?;
         Ok(Some(Boundary {
-            end_seq: pending.end_seq,
-            committed_at: (pending.max_at - UNIX_EPOCH_JULIAN_DAY) * 86_400.0,
+            end_seq,
+            committed_at: (max_at - UNIX_EPOCH_JULIAN_DAY) * 86_400.0,
             changes,
         }))
     }
@@ -255,35 +253,17 @@ impl Capturer {
         Ok(())
     }
 
-    /// Reads change rows after `after`, coalesced per (table, key) to the last seq.
-    fn read_pending(&self, conn: &Connection, after: u64) -> Result<Option<Pending>> {
+    /// The newest change seq after `after` and the newest commit time (Julian day) among
+    /// them; `None` when nothing was logged after `after`.
+    fn cycle_end(&self, conn: &Connection, after: u64) -> Result<Option<(u64, f64)>> {
         let fail = |e| self.source_error("read the change log", None, e);
-        let mut stmt = conn.prepare_cached(READ_CHANGES).map_err(fail)?;
-        let mut rows = stmt.query([seq_param(after)]).map_err(fail)?;
-        let mut last: HashMap<(usize, Vec<u8>), u64> = HashMap::new();
-        let (mut end_seq, mut max_at) = (0u64, f64::MIN);
-        while let Some(row) = rows.next().map_err(fail)? {
-            let seq = row.get::<_, i64>(0).map_err(fail)? as u64;
-            let tbl = row.get_ref(1).map_err(fail)?;
-            let table = self.table_index(seq, tbl.as_bytes().unwrap_or_default())?;
-            let key = row.get_ref(2).map_err(fail)?.as_bytes().unwrap_or_default();
-            last.insert((table, key.to_vec()), seq);
-            end_seq = seq;
-            max_at = max_at.max(row.get(3).map_err(fail)?);
-        }
-        if last.is_empty() {
-            return Ok(None);
-        }
-        let mut keys: Vec<PendingKey> = last
-            .into_iter()
-            .map(|((table, key), seq)| PendingKey { seq, table, key })
-            .collect();
-        keys.sort_unstable_by_key(|k| k.seq);
-        Ok(Some(Pending {
-            end_seq,
-            max_at,
-            keys,
-        }))
+        let mut stmt = conn.prepare_cached(CYCLE_END).map_err(fail)?;
+        let (end, at) = stmt
+            .query_row([seq_param(after)], |r| {
+                Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<f64>>(1)?))
+            })
+            .map_err(fail)?;
+        Ok(end.map(|end| (end as u64, at.unwrap_or(f64::MIN))))
     }
 
     fn table_index(&self, seq: u64, tbl: &[u8]) -> Result<usize> {
@@ -301,25 +281,54 @@ impl Capturer {
         })
     }
 
-    /// Turns pending keys into changes with their current images, sinking each chunk.
+    /// Streams the cycle `after < seq <= end_seq`, coalesced per key (by SQLite, see
+    /// [`READ_CHANGES`]), into changes with their current images, sinking a chunk of at most
+    /// [`CHUNK_ROWS`] at a time: memory does not grow with the cycle. Returns how many.
     fn emit(
         &self,
         conn: &Connection,
-        keys: &[PendingKey],
+        after: u64,
+        end_seq: u64,
         sink: &mut dyn FnMut(&[Change]) -> Result<()>,
     ) -> Result<u64> {
+        let fail = |e| self.source_error("read the change log", None, e);
+        let mut stmt = conn.prepare_cached(READ_CHANGES).map_err(fail)?;
+        let mut rows = stmt
+            .query([seq_param(after), seq_param(end_seq)])
+            .map_err(fail)?;
         let mut sunk = 0u64;
-        let mut chunk = Vec::with_capacity(CHUNK_ROWS.min(keys.len()));
-        for part in keys.chunks(CHUNK_ROWS) {
-            chunk.clear();
-            for pending in part {
-                chunk.push(self.current_change(conn, pending)?);
+        let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+        while let Some(row) = rows.next().map_err(fail)? {
+            let seq = row.get::<_, i64>(0).map_err(fail)? as u64;
+            let tbl = row.get_ref(1).map_err(fail)?;
+            let table = self.table_index(seq, tbl.as_bytes().unwrap_or_default())?;
+            let key = row.get_ref(2).map_err(fail)?.as_bytes().unwrap_or_default();
+            let pending = PendingKey {
+                seq,
+                table,
+                key: key.to_vec(),
+            };
+            chunk.push(self.current_change(conn, &pending)?);
+            if chunk.len() >= CHUNK_ROWS {
+                sunk += self.sink_chunk(&mut chunk, sink)?;
             }
-            sink(&chunk)?;
-            sunk += chunk.len() as u64;
-            fault::hit(fault::CAPTURE_AFTER_CHUNK);
+        }
+        if !chunk.is_empty() {
+            sunk += self.sink_chunk(&mut chunk, sink)?;
         }
         Ok(sunk)
+    }
+
+    fn sink_chunk(
+        &self,
+        chunk: &mut Vec<Change>,
+        sink: &mut dyn FnMut(&[Change]) -> Result<()>,
+    ) -> Result<u64> {
+        sink(chunk)?;
+        let n = chunk.len() as u64;
+        chunk.clear();
+        fault::hit(fault::CAPTURE_AFTER_CHUNK);
+        Ok(n)
     }
 
     fn current_change(&self, conn: &Connection, pending: &PendingKey) -> Result<Change> {

@@ -2,12 +2,16 @@
 //! capture boundary, i.e. a consistent source state — is applied in ONE transaction together
 //! with the position it reaches (`sqlite2pg.sync_state`); the position row is locked and checked
 //! first, so after any crash the next run resumes from what PostgreSQL committed and nothing is
-//! applied twice or skipped. Set-based: per table, keys to delete and rows to upsert are staged
-//! with binary COPY into temporary tables and applied with `DELETE … USING` and
+//! applied twice or skipped. A batch arrives in chunks (`prepare::prepare_chunk`, converted on
+//! the caller's reader thread), so a source transaction of any size is applied whole while only
+//! a chunk or two is in memory. Set-based: per chunk and table, keys to delete and rows to upsert
+//! are staged with binary COPY into temporary tables and applied with `DELETE … USING` and
 //! `INSERT … ON CONFLICT`. Rows evicted in SQLite by `INSERT OR REPLACE` through a UNIQUE
 //! conflict (which fires no delete trigger) are evicted here too. Foreign keys are checked at
 //! commit (`SET CONSTRAINTS ALL DEFERRED`). A value that does not fit its column is quarantined
-//! and its row removed from the target, never half-applied (promise 3).
+//! and its row removed from the target, never half-applied (promise 3). Each chunk's keys are
+//! re-read inside the transaction and compared with their images (continuous verification,
+//! `verify::verify_staged`).
 
 use std::collections::HashMap;
 
@@ -18,11 +22,17 @@ use tokio_postgres::{Client, Transaction};
 use super::copy_binary::CopyEncoder;
 use super::ddl::qualified;
 use super::mapping::TableMap;
-use super::state::{advance_sync_position, lock_sync_position, quarantine, QuarantinedValue};
-use crate::change::{Boundary, Change, RawValue};
-use crate::convert::{convert, render, storage_class, ConvertOptions, PgType, PgValue};
+use super::state::{advance_sync_position, lock_sync_position, quarantine};
+use super::verify::{verify_staged, Mismatch};
+use crate::change::{Boundary, Change};
+use crate::convert::{ConvertOptions, PgType, PgValue};
 use crate::error::{Error, Result};
 use crate::translate::quote_pg;
+
+mod prepare;
+
+use prepare::PreparedTable;
+pub use prepare::{prepare_chunk, PreparedChunk};
 
 /// Plain-column UNIQUE constraints and indexes other than the primary key, by column numbers.
 const UNIQUE_INDEXES: &str = "SELECT array_agg(a.attname::text ORDER BY k.ord) FROM pg_index i \
@@ -82,153 +92,19 @@ pub struct BatchStats {
     pub quarantined: u64,
     /// Upserted or deleted rows per source table.
     pub per_table: HashMap<String, u64>,
-}
-
-/// The rows of one table in a batch, converted and coalesced.
-#[derive(Default)]
-struct Staged {
-    upserts: Vec<Vec<PgValue>>,
-    deletes: Vec<Vec<PgValue>>,
-    quarantined: Vec<QuarantinedValue>,
-}
-
-fn key_bytes(key: &[RawValue]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for v in key {
-        match v {
-            RawValue::Null => out.push(0),
-            RawValue::Integer(i) => {
-                out.push(1);
-                out.extend_from_slice(&i.to_be_bytes());
-            }
-            RawValue::Real(f) => {
-                out.push(2);
-                out.extend_from_slice(&f.to_bits().to_be_bytes());
-            }
-            RawValue::Text(b) | RawValue::Blob(b) => {
-                out.push(if matches!(v, RawValue::Text(_)) { 3 } else { 4 });
-                out.extend_from_slice(&(b.len() as u64).to_be_bytes());
-                out.extend_from_slice(b);
-            }
-        }
-    }
-    out
-}
-
-/// The last change per (table, key), by reference, in seq order. A batch of one capture cycle
-/// is already one change per key (capture coalesces), and is returned as it is.
-fn latest(changes: &[Change]) -> Vec<&Change> {
-    let mut last: HashMap<(&str, Vec<u8>), usize> = HashMap::with_capacity(changes.len());
-    for (i, c) in changes.iter().enumerate() {
-        last.insert((c.table.as_str(), key_bytes(&c.key)), i);
-    }
-    if last.len() == changes.len() {
-        return changes.iter().collect();
-    }
-    let mut keep: Vec<usize> = last.into_values().collect();
-    keep.sort_unstable();
-    keep.into_iter().map(|i| &changes[i]).collect()
-}
-
-fn stage(table: &ApplyTable, changes: &[&Change], opts: ConvertOptions) -> Result<Staged> {
-    let mut staged = Staged::default();
-    for change in changes {
-        let key = convert_key(table, &change.key, opts)?;
-        let Some(image) = &change.image else {
-            staged.deletes.push(key);
-            continue;
-        };
-        let mut row = Vec::new();
-        let mut misfits = Vec::new();
-        for (_, col) in table.writable() {
-            let raw = match col.source_index {
-                Some(i) => image.get(i).ok_or_else(|| Error::Data {
-                    table: table.map.source.clone(),
-                    reason: format!(
-                        "a captured row image has {} values; column {:?} is number {}",
-                        image.len(),
-                        col.source,
-                        i + 1
-                    ),
-                })?,
-                None => &change.key[0],
-            };
-            match convert(&col.ty, raw.as_ref(), opts) {
-                Ok(v) => row.push(v),
-                Err(m) => misfits.push(quarantined(table, change, col, raw, m.reason)),
-            }
-        }
-        if misfits.is_empty() {
-            staged.upserts.push(row);
-        } else {
-            staged.quarantined.extend(misfits);
-            staged.deletes.push(key);
-        }
-    }
-    Ok(staged)
-}
-
-fn convert_key(table: &ApplyTable, key: &[RawValue], opts: ConvertOptions) -> Result<Vec<PgValue>> {
-    table
-        .map
-        .key
-        .iter()
-        .zip(key)
-        .map(|(&i, raw)| {
-            convert(&table.map.columns[i].ty, raw.as_ref(), opts).map_err(|m| Error::Data {
-                table: table.map.source.clone(),
-                reason: format!(
-                    "key value {} of column {:?} cannot be matched: {}",
-                    render(raw.as_ref()),
-                    table.map.columns[i].source,
-                    m.reason
-                ),
-            })
-        })
-        .collect()
-}
-
-fn quarantined(
-    table: &ApplyTable,
-    change: &Change,
-    col: &crate::target::mapping::ColumnMap,
-    raw: &RawValue,
-    reason: String,
-) -> QuarantinedValue {
-    let key: Vec<serde_json::Value> = change
-        .key
-        .iter()
-        .map(|k| match k {
-            RawValue::Null => serde_json::Value::Null,
-            RawValue::Integer(i) => (*i).into(),
-            RawValue::Real(f) => {
-                serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
-            }
-            RawValue::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
-            RawValue::Blob(b) => format!(
-                "x'{}'",
-                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-            )
-            .into(),
-        })
-        .collect();
-    QuarantinedValue {
-        table_name: table.map.source.clone(),
-        row_key: serde_json::Value::Array(key),
-        column_name: col.source.clone(),
-        sqlite_type: storage_class(raw.as_ref()),
-        value: render(raw.as_ref()),
-        value_bytes: match raw {
-            RawValue::Text(b) | RawValue::Blob(b) => Some(b.clone()),
-            _ => None,
-        },
-        reason,
-    }
+    /// Chunks the batch arrived in, and the most changes one of them held (what bounds apply's
+    /// memory, whatever the size of the batch).
+    pub chunks: u64,
+    pub largest_chunk: u64,
+    /// Keys whose row, re-read inside the transaction after its chunk was applied, does not
+    /// match the image it was applied from (PostgreSQL changed behind sync's back, or a bug).
+    pub mismatches: Vec<Mismatch>,
 }
 
 /// Applies one batch: every change with `after < seq <= through.end_seq`, in one transaction
-/// with the position. Fails without applying anything when the target's position is not
-/// `after` (another sync moved it).
+/// with the position, and verifies what it wrote before committing (see [`apply_chunks`]).
+/// `changes` are coalesced per key and applied as one chunk. Fails without applying anything
+/// when the target's position is not `after` (another sync moved it).
 pub async fn apply_batch(
     client: &mut Client,
     schema: &str,
@@ -238,11 +114,33 @@ pub async fn apply_batch(
     changes: &[Change],
     opts: ConvertOptions,
 ) -> Result<BatchStats> {
-    let changes = latest(changes);
-    let mut stats = BatchStats {
-        changes: changes.len() as u64,
-        ..BatchStats::default()
-    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let chunk = prepare_chunk(tables, changes.to_vec(), opts).map(Some);
+    for message in [chunk, Ok(None)] {
+        tx.try_send(message)
+            .expect("a fresh channel of capacity 2 takes two messages");
+    }
+    apply_chunks(client, schema, tables, after, through, &mut rx).await
+}
+
+/// Applies one batch that arrives in chunks (each prepared with [`prepare_chunk`] from the
+/// same `tables`, in seq order, then `Ok(None)` for the end of the batch: a channel that closes
+/// before it fails the batch, never commits part of it) in ONE transaction with the
+/// position `through.end_seq`: per chunk and table, deletes then upserts (set-based, from
+/// staging tables), then re-reads the chunk's keys inside the transaction and compares them
+/// with the images (continuous verification; mismatches are returned, not fatal). Applying the
+/// chunks in seq order leaves what applying the whole batch at once would, and only a chunk or
+/// two is in memory at a time, however large the source transaction. Foreign keys are checked
+/// at commit. `Ok`: committed; `Err`: nothing of the batch is committed.
+pub async fn apply_chunks(
+    client: &mut Client,
+    schema: &str,
+    tables: &[ApplyTable],
+    after: u64,
+    through: &Boundary,
+    chunks: &mut tokio::sync::mpsc::Receiver<Result<Option<PreparedChunk>>>,
+) -> Result<BatchStats> {
+    let mut stats = BatchStats::default();
     let tx = client
         .transaction()
         .await
@@ -257,34 +155,32 @@ pub async fn apply_batch(
     tx.batch_execute("SET CONSTRAINTS ALL DEFERRED")
         .await
         .map_err(pg_err("defer constraints", None))?;
-    let mut by_table: HashMap<&str, Vec<&Change>> = HashMap::new();
-    for c in &changes {
-        by_table.entry(c.table.as_str()).or_default().push(c);
-    }
-    let started = std::time::Instant::now();
-    let mut staged = Vec::new();
-    for (n, table) in tables.iter().enumerate() {
-        if let Some(rows) = by_table.remove(table.map.source.as_str()) {
-            staged.push((n, table, stage(table, &rows, opts)?));
+    let mut timing = Timing::default();
+    let mut staging = StagingTables::default();
+    let mut waited = std::time::Instant::now();
+    let mut next = next_chunk(chunks).await?;
+    while let Some(chunk) = next {
+        timing.wait += waited.elapsed();
+        stats.chunks += 1;
+        stats.largest_chunk = stats.largest_chunk.max(chunk.len() as u64);
+        stats.changes += chunk.len() as u64;
+        apply_chunk(
+            &tx,
+            schema,
+            tables,
+            &chunk,
+            &mut staging,
+            &mut stats,
+            &mut timing,
+        )
+        .await?;
+        drop(chunk);
+        waited = std::time::Instant::now();
+        next = next_chunk(chunks).await?;
+        if next.is_some() {
+            crate::fault::hit(crate::fault::SYNC_MID_CHUNKED_APPLY);
         }
     }
-    if let Some(unknown) = by_table.keys().next() {
-        return Err(Error::Data {
-            table: unknown.to_string(),
-            reason: "changes arrived for a table sync does not replicate".into(),
-        });
-    }
-    let converted = started.elapsed();
-    for (n, table, s) in &staged {
-        apply_deletes(&tx, schema, *n, table, &s.deletes, &mut stats).await?;
-    }
-    let deleted = started.elapsed();
-    for (n, table, s) in &staged {
-        apply_upserts(&tx, schema, *n, table, &s.upserts, &mut stats).await?;
-        quarantine(&tx, "sync", &s.quarantined).await?;
-        stats.quarantined += s.quarantined.len() as u64;
-    }
-    let upserted = started.elapsed();
     crate::fault::hit(crate::fault::SYNC_MID_APPLY);
     advance_sync_position(
         &tx,
@@ -293,17 +189,106 @@ pub async fn apply_batch(
         stats.changes as i64,
     )
     .await?;
+    let committing = std::time::Instant::now();
     tx.commit()
         .await
         .map_err(pg_err("commit the apply transaction", None))?;
     tracing::debug!(
-        convert_ms = converted.as_millis() as u64,
-        delete_ms = (deleted - converted).as_millis() as u64,
-        upsert_ms = (upserted - deleted).as_millis() as u64,
-        commit_ms = (started.elapsed() - upserted).as_millis() as u64,
+        chunks = stats.chunks,
+        largest_chunk = stats.largest_chunk,
+        wait_ms = timing.wait.as_millis() as u64,
+        delete_ms = timing.delete.as_millis() as u64,
+        upsert_ms = timing.upsert.as_millis() as u64,
+        verify_ms = timing.verify.as_millis() as u64,
+        commit_ms = committing.elapsed().as_millis() as u64,
         "apply transaction"
     );
     Ok(stats)
+}
+
+/// The next chunk of the batch; `None` at its end. A channel closed before the end (the reader
+/// stopped or failed) is an error, so a partial batch is never committed as the whole.
+async fn next_chunk(
+    chunks: &mut tokio::sync::mpsc::Receiver<Result<Option<PreparedChunk>>>,
+) -> Result<Option<PreparedChunk>> {
+    chunks.recv().await.unwrap_or_else(|| {
+        Err(Error::Data {
+            table: "(sync)".into(),
+            reason: "the change-log reader stopped before the end of the batch".into(),
+        })
+    })
+}
+
+/// Where an apply transaction's time went, for the debug log: waiting for the reader's next
+/// chunk, and each server-side step.
+#[derive(Default)]
+struct Timing {
+    wait: std::time::Duration,
+    delete: std::time::Duration,
+    upsert: std::time::Duration,
+    verify: std::time::Duration,
+}
+
+/// The staging tables one apply transaction created: the first chunk creates a table, later
+/// chunks empty and reuse it.
+#[derive(Default)]
+struct StagingTables {
+    created: std::collections::HashSet<String>,
+}
+
+impl StagingTables {
+    /// Marks `name` used and says whether it already exists in this transaction.
+    fn reuse(&mut self, name: &str) -> bool {
+        !self.created.insert(name.to_string())
+    }
+}
+
+async fn apply_chunk(
+    tx: &Transaction<'_>,
+    schema: &str,
+    tables: &[ApplyTable],
+    chunk: &PreparedChunk,
+    staging: &mut StagingTables,
+    stats: &mut BatchStats,
+    timing: &mut Timing,
+) -> Result<()> {
+    let mut step = std::time::Instant::now();
+    let mut lap = |d: &mut std::time::Duration| {
+        *d += step.elapsed();
+        step = std::time::Instant::now();
+    };
+    for t in &chunk.tables {
+        apply_deletes(tx, schema, &tables[t.n], t, staging, stats).await?;
+    }
+    lap(&mut timing.delete);
+    for t in &chunk.tables {
+        apply_upserts(tx, schema, &tables[t.n], t, staging, stats).await?;
+        quarantine(tx, "sync", &t.quarantined).await?;
+        stats.quarantined += t.quarantined.len() as u64;
+    }
+    lap(&mut timing.upsert);
+    for t in &chunk.tables {
+        let names: Vec<String> = [
+            t.deletes.as_ref().map(|_| delete_table(t.n)),
+            t.upserts.as_ref().map(|_| upsert_table(t.n)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let map = &tables[t.n].map;
+        let found = verify_staged(tx, schema, map, &names, &t.wanted, &chunk.changes).await?;
+        stats.mismatches.extend(found);
+    }
+    lap(&mut timing.verify);
+    Ok(())
+}
+
+fn delete_table(n: usize) -> String {
+    format!("_s2p_del_{n}")
+}
+
+fn upsert_table(n: usize) -> String {
+    format!("_s2p_up_{n}")
 }
 
 fn pg_err(op: &'static str, table: Option<&str>) -> impl FnOnce(tokio_postgres::Error) -> Error {
@@ -311,9 +296,17 @@ fn pg_err(op: &'static str, table: Option<&str>) -> impl FnOnce(tokio_postgres::
     move |source| Error::Target { op, table, source }
 }
 
+/// A staging table: its name, which columns of the target it has, and whether it already
+/// exists in this transaction (then it is emptied and reused).
+struct Staging<'a> {
+    name: &'a str,
+    cols: &'a [usize],
+    reuse: bool,
+}
+
 /// Stages `rows` of the given columns of `map` into a new temporary table `name` (dropped at
-/// commit) with the target's exact column types, by binary COPY. Used by apply (keys to delete,
-/// rows to upsert) and by verification (keys to re-read).
+/// commit) with the target's exact column types, by binary COPY. Used by verification (keys to
+/// re-read) outside an apply transaction.
 pub(crate) async fn stage_rows<'r>(
     tx: &Transaction<'_>,
     schema: &str,
@@ -322,25 +315,7 @@ pub(crate) async fn stage_rows<'r>(
     cols: &[usize],
     rows: impl IntoIterator<Item = &'r [PgValue]>,
 ) -> Result<()> {
-    let t = Some(map.source.as_str());
-    let list: Vec<String> = cols
-        .iter()
-        .map(|&i| quote_pg(&map.columns[i].target))
-        .collect();
-    let create = format!(
-        "CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
-        list.join(", "),
-        qualified(schema, &map.target)
-    );
-    tx.batch_execute(&create)
-        .await
-        .map_err(pg_err("create a staging table", t))?;
     let types: Vec<PgType> = cols.iter().map(|&i| map.columns[i].ty.clone()).collect();
-    let sink = tx
-        .copy_in::<_, Bytes>(&format!("COPY {name} FROM STDIN (FORMAT binary)"))
-        .await
-        .map_err(pg_err("start staging COPY", t))?;
-    futures_util::pin_mut!(sink);
     let mut encoder = CopyEncoder::new();
     for row in rows {
         encoder
@@ -349,13 +324,48 @@ pub(crate) async fn stage_rows<'r>(
                 table: map.source.clone(),
                 reason,
             })?;
-        if encoder.len() >= 1 << 20 {
-            sink.send(Bytes::from(encoder.take_chunk()))
-                .await
-                .map_err(pg_err("send staging rows", t))?;
-        }
     }
-    sink.send(Bytes::from(encoder.finish()))
+    let staging = Staging {
+        name,
+        cols,
+        reuse: false,
+    };
+    stage_encoded(tx, schema, map, &staging, Bytes::from(encoder.finish())).await
+}
+
+/// Creates (or empties, when reused) the staging table and loads `data`, a complete binary COPY
+/// stream of its columns, then analyzes it.
+async fn stage_encoded(
+    tx: &Transaction<'_>,
+    schema: &str,
+    map: &TableMap,
+    staging: &Staging<'_>,
+    data: Bytes,
+) -> Result<()> {
+    let (t, name) = (Some(map.source.as_str()), staging.name);
+    let prepare = if staging.reuse {
+        format!("TRUNCATE {name}")
+    } else {
+        let list: Vec<String> = staging
+            .cols
+            .iter()
+            .map(|&i| quote_pg(&map.columns[i].target))
+            .collect();
+        format!(
+            "CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
+            list.join(", "),
+            qualified(schema, &map.target)
+        )
+    };
+    tx.batch_execute(&prepare)
+        .await
+        .map_err(pg_err("create a staging table", t))?;
+    let sink = tx
+        .copy_in::<_, Bytes>(&format!("COPY {name} FROM STDIN (FORMAT binary)"))
+        .await
+        .map_err(pg_err("start staging COPY", t))?;
+    futures_util::pin_mut!(sink);
+    sink.send(data)
         .await
         .map_err(pg_err("send staging rows", t))?;
     sink.as_mut()
@@ -383,24 +393,22 @@ fn key_match(table: &ApplyTable, left: &str, right: &str, cols: &[usize]) -> Str
 async fn apply_deletes(
     tx: &Transaction<'_>,
     schema: &str,
-    n: usize,
     table: &ApplyTable,
-    keys: &[Vec<PgValue>],
+    prepared: &PreparedTable,
+    staging: &mut StagingTables,
     stats: &mut BatchStats,
 ) -> Result<()> {
-    if keys.is_empty() {
+    let Some(data) = &prepared.deletes else {
         return Ok(());
-    }
-    let name = format!("_s2p_del_{n}");
-    stage_rows(
-        tx,
-        schema,
-        &name,
-        &table.map,
-        &table.map.key,
-        keys.iter().map(Vec::as_slice),
-    )
-    .await?;
+    };
+    let name = delete_table(prepared.n);
+    let reuse = staging.reuse(&name);
+    let staged = Staging {
+        name: &name,
+        cols: &table.map.key,
+        reuse,
+    };
+    stage_encoded(tx, schema, &table.map, &staged, data.clone()).await?;
     let sql = format!(
         "DELETE FROM {} t USING {name} d WHERE {}",
         qualified(schema, &table.map.target),
@@ -418,25 +426,23 @@ async fn apply_deletes(
 async fn apply_upserts(
     tx: &Transaction<'_>,
     schema: &str,
-    n: usize,
     table: &ApplyTable,
-    rows: &[Vec<PgValue>],
+    prepared: &PreparedTable,
+    staging: &mut StagingTables,
     stats: &mut BatchStats,
 ) -> Result<()> {
-    if rows.is_empty() {
+    let Some(data) = &prepared.upserts else {
         return Ok(());
-    }
-    let name = format!("_s2p_up_{n}");
+    };
+    let name = upsert_table(prepared.n);
     let cols: Vec<usize> = table.writable().map(|(i, _)| i).collect();
-    stage_rows(
-        tx,
-        schema,
-        &name,
-        &table.map,
-        &cols,
-        rows.iter().map(Vec::as_slice),
-    )
-    .await?;
+    let reuse = staging.reuse(&name);
+    let staged = Staging {
+        name: &name,
+        cols: &cols,
+        reuse,
+    };
+    stage_encoded(tx, schema, &table.map, &staged, data.clone()).await?;
     let target = qualified(schema, &table.map.target);
     let t = Some(table.map.source.as_str());
     for unique in &table.uniques {
@@ -450,39 +456,33 @@ async fn apply_upserts(
             .await
             .map_err(pg_err("evict rows replaced through a UNIQUE conflict", t))?;
     }
-    let list: Vec<String> = cols
-        .iter()
-        .map(|&i| quote_pg(&table.map.columns[i].target))
-        .collect();
-    let key_list: Vec<String> = table
-        .map
-        .key
-        .iter()
-        .map(|&i| quote_pg(&table.map.columns[i].target))
-        .collect();
+    let upserted = tx
+        .execute(&upsert_sql(table, &target, &name, &cols), &[])
+        .await
+        .map_err(pg_err("upsert rows", t))?;
+    stats.upserted += upserted;
+    *stats.per_table.entry(table.map.source.clone()).or_default() += upserted;
+    Ok(())
+}
+
+/// `INSERT … SELECT … FROM <staging> ON CONFLICT (<key>) DO UPDATE SET …` for `cols`.
+fn upsert_sql(table: &ApplyTable, target: &str, staging: &str, cols: &[usize]) -> String {
+    let name = |i: usize| quote_pg(&table.map.columns[i].target);
+    let list: Vec<String> = cols.iter().map(|&i| name(i)).collect();
+    let key_list: Vec<String> = table.map.key.iter().map(|&i| name(i)).collect();
     let updates: Vec<String> = cols
         .iter()
         .filter(|i| !table.map.key.contains(i))
-        .map(|&i| {
-            let c = quote_pg(&table.map.columns[i].target);
-            format!("{c} = EXCLUDED.{c}")
-        })
+        .map(|&i| format!("{c} = EXCLUDED.{c}", c = name(i)))
         .collect();
     let action = if updates.is_empty() {
         "DO NOTHING".to_string()
     } else {
         format!("DO UPDATE SET {}", updates.join(", "))
     };
-    let sql = format!(
-        "INSERT INTO {target} ({cols}) SELECT {cols} FROM {name} ON CONFLICT ({keys}) {action}",
+    format!(
+        "INSERT INTO {target} ({cols}) SELECT {cols} FROM {staging} ON CONFLICT ({keys}) {action}",
         cols = list.join(", "),
         keys = key_list.join(", ")
-    );
-    let upserted = tx
-        .execute(&sql, &[])
-        .await
-        .map_err(pg_err("upsert rows", t))?;
-    stats.upserted += upserted;
-    *stats.per_table.entry(table.map.source.clone()).or_default() += upserted;
-    Ok(())
+    )
 }

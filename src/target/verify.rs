@@ -9,6 +9,8 @@
 //! What PostgreSQL must hold for each key is what the *applied image* says, not what SQLite holds
 //! now: rows may change again in SQLite after the batch was captured, and PostgreSQL catches up
 //! with the next batch. So call [`verify_changes`] after a batch commits and before the next one.
+//! Sync itself verifies inside the apply transaction, chunk by chunk ([`verify_staged`], called
+//! by `apply::apply_chunks`), reading the keys through the chunk's own staging tables.
 //!
 //! Cost is proportional to the batch, not the table: per table the batch's keys are staged with
 //! binary COPY into a temporary table (`ON COMMIT DROP`) and only the matching rows are read back,
@@ -47,7 +49,7 @@ pub struct Mismatch {
 
 /// What PostgreSQL must hold for one key after the batch.
 #[derive(Debug)]
-enum Expected {
+pub(crate) enum Expected {
     /// Every mapped column's planned value, in `map.columns` order; a generated column whose
     /// SQLite value does not fit its type holds the reason instead.
     Row(Vec<std::result::Result<PgValue, String>>),
@@ -55,13 +57,37 @@ enum Expected {
     Absent(String),
 }
 
-/// One key to check: its position in the caller's changes (for report order).
+/// One key to check: its position in the caller's changes (for report order and to name the
+/// key in a mismatch), the key as apply matches it, and what its row must be.
 #[derive(Debug)]
-struct Wanted<'a> {
-    order: usize,
-    change: &'a Change,
-    key: Vec<PgValue>,
-    expected: Expected,
+pub(crate) struct Wanted {
+    pub order: usize,
+    pub key: Vec<PgValue>,
+    pub expected: Expected,
+    /// The canonical hashes of the key and of the expected row (when every value converted),
+    /// computed where the wanted key is built — for sync, on the reader thread.
+    key_hash: [u8; 32],
+    row_hash: Option<[u8; 32]>,
+}
+
+impl Wanted {
+    pub(crate) fn new(order: usize, key: Vec<PgValue>, expected: Expected) -> Wanted {
+        let row_hash = match &expected {
+            Expected::Row(values) => values
+                .iter()
+                .map(|v| v.as_ref().ok().cloned())
+                .collect::<Option<Vec<PgValue>>>()
+                .map(|planned| row_hash(&key, &planned)),
+            Expected::Absent(_) => None,
+        };
+        Wanted {
+            order,
+            key_hash: key_hash(&key),
+            key,
+            expected,
+            row_hash,
+        }
+    }
 }
 
 /// Re-reads from PostgreSQL the rows of `changes` (coalesced: one per key; if a key repeats, its
@@ -99,7 +125,7 @@ pub async fn verify_changes(
             let name = format!("_s2p_verify_{staged}");
             staged += 1;
             let rows = read_rows(&tx, schema, &name, &table.map, chunk).await?;
-            found.extend(compare(&table.map, chunk, rows)?);
+            found.extend(compare(&table.map, chunk, rows, changes)?);
         }
     }
     tx.commit()
@@ -112,9 +138,9 @@ pub async fn verify_changes(
 /// Groups `changes` by table (in `tables` order), one [`Wanted`] per key, the last change winning.
 fn wanted_by_table<'a>(
     tables: &'a [ApplyTable],
-    changes: &'a [Change],
+    changes: &[Change],
     opts: ConvertOptions,
-) -> Result<Vec<(&'a ApplyTable, Vec<Wanted<'a>>)>> {
+) -> Result<Vec<(&'a ApplyTable, Vec<Wanted>)>> {
     let index: HashMap<&str, usize> = tables
         .iter()
         .enumerate()
@@ -131,18 +157,13 @@ fn wanted_by_table<'a>(
                 reason: "changes arrived for a table sync does not replicate".into(),
             })?;
         let table = &tables[n].map;
-        let key = convert_key(table, &change.key, opts)?;
-        let wanted = Wanted {
-            order,
-            change,
-            expected: expected(table, change, opts)?,
-            key,
-        };
+        let key = wanted_key(table, &change.key, opts)?;
+        let wanted = Wanted::new(order, key, expected(table, change, opts)?);
         let list = &mut grouped[n].1;
-        match seen[n].get(&key_hash(&wanted.key)) {
+        match seen[n].get(&wanted.key_hash) {
             Some(&at) => list[at] = wanted,
             None => {
-                seen[n].insert(key_hash(&wanted.key), list.len());
+                seen[n].insert(wanted.key_hash, list.len());
                 list.push(wanted);
             }
         }
@@ -151,7 +172,11 @@ fn wanted_by_table<'a>(
 }
 
 /// The key as apply matches it: each key value converted with its column's type.
-fn convert_key(table: &TableMap, key: &[RawValue], opts: ConvertOptions) -> Result<Vec<PgValue>> {
+pub(crate) fn wanted_key(
+    table: &TableMap,
+    key: &[RawValue],
+    opts: ConvertOptions,
+) -> Result<Vec<PgValue>> {
     if key.len() != table.key.len() {
         return Err(Error::Data {
             table: table.source.clone(),
@@ -183,7 +208,11 @@ fn convert_key(table: &TableMap, key: &[RawValue], opts: ConvertOptions) -> Resu
 
 /// What apply left in PostgreSQL for `change`: no row for a deletion or a quarantined image,
 /// else every column converted as apply converts it.
-fn expected(table: &TableMap, change: &Change, opts: ConvertOptions) -> Result<Expected> {
+pub(crate) fn expected(
+    table: &TableMap,
+    change: &Change,
+    opts: ConvertOptions,
+) -> Result<Expected> {
     let Some(image) = &change.image else {
         return Ok(Expected::Absent("the source row was deleted".into()));
     };
@@ -230,7 +259,7 @@ async fn read_rows(
     schema: &str,
     name: &str,
     map: &TableMap,
-    wanted: &[Wanted<'_>],
+    wanted: &[Wanted],
 ) -> Result<Vec<Vec<PgValue>>> {
     stage_rows(
         tx,
@@ -241,20 +270,70 @@ async fn read_rows(
         wanted.iter().map(|w| w.key.as_slice()),
     )
     .await?;
-    let t = Some(map.source.as_str());
+    let sql = format!(
+        "COPY (SELECT {} FROM {} t JOIN {name} USING ({})) TO STDOUT (FORMAT binary)",
+        target_columns(map),
+        qualified(schema, &map.target),
+        key_columns(map).join(", ")
+    );
+    copy_rows(tx, &sql, map, wanted.len()).await
+}
+
+/// Verification inside the apply transaction, right after a chunk's writes: reads back the
+/// target's rows for the keys in the chunk's staging tables of this table (`staging`: its
+/// upsert and delete tables, which together hold exactly the keys of `wanted`) and returns every
+/// key whose row is not what `wanted` says, in `wanted` order. It sees the transaction's own
+/// writes, so it checks what this chunk applied even when a later chunk of the batch overwrites
+/// the row again; the keys need no second staging.
+pub(crate) async fn verify_staged(
+    tx: &Transaction<'_>,
+    schema: &str,
+    map: &TableMap,
+    staging: &[String],
+    wanted: &[Wanted],
+    changes: &[Change],
+) -> Result<Vec<Mismatch>> {
+    if staging.is_empty() || wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (cols, target, keys) = (
+        target_columns(map),
+        qualified(schema, &map.target),
+        key_columns(map).join(", "),
+    );
+    let selects: Vec<String> = staging
+        .iter()
+        .map(|name| format!("SELECT {cols} FROM {target} t JOIN {name} USING ({keys})"))
+        .collect();
+    let sql = format!(
+        "COPY ({}) TO STDOUT (FORMAT binary)",
+        selects.join(" UNION ALL ")
+    );
+    let rows = copy_rows(tx, &sql, map, wanted.len()).await?;
+    let found = compare(map, wanted, rows, changes)?;
+    Ok(found.into_iter().map(|(_, m)| m).collect())
+}
+
+/// Every mapped column of the target aliased `t`, in `map.columns` order.
+fn target_columns(map: &TableMap) -> String {
     let cols: Vec<String> = map
         .columns
         .iter()
         .map(|c| format!("t.{}", quote_pg(&c.target)))
         .collect();
-    let sql = format!(
-        "COPY (SELECT {} FROM {} t JOIN {name} USING ({})) TO STDOUT (FORMAT binary)",
-        cols.join(", "),
-        qualified(schema, &map.target),
-        key_columns(map).join(", ")
-    );
+    cols.join(", ")
+}
+
+/// Runs a `COPY (…) TO STDOUT (FORMAT binary)` of every mapped column and decodes its rows.
+async fn copy_rows(
+    tx: &Transaction<'_>,
+    sql: &str,
+    map: &TableMap,
+    expect: usize,
+) -> Result<Vec<Vec<PgValue>>> {
+    let t = Some(map.source.as_str());
     let stream = tx
-        .copy_out(&sql)
+        .copy_out(sql)
         .await
         .map_err(pg_err("start reading rows to verify", t))?;
     futures_util::pin_mut!(stream);
@@ -263,7 +342,7 @@ async fn read_rows(
         reason,
     };
     let mut decoder = CopyDecoder::new(map.types());
-    let mut rows = Vec::with_capacity(wanted.len());
+    let mut rows = Vec::with_capacity(expect);
     while let Some(chunk) = stream.next().await {
         decoder.feed(&chunk.map_err(pg_err("read rows to verify", t))?);
         while let Some(row) = decoder.next_row().map_err(data_err)? {
@@ -287,13 +366,14 @@ fn key_columns(map: &TableMap) -> Vec<String> {
 /// keys whose expectation does not hold, with their position in the caller's changes.
 fn compare(
     map: &TableMap,
-    wanted: &[Wanted<'_>],
+    wanted: &[Wanted],
     rows: Vec<Vec<PgValue>>,
+    changes: &[Change],
 ) -> Result<Vec<(usize, Mismatch)>> {
     let at: HashMap<[u8; 32], usize> = wanted
         .iter()
         .enumerate()
-        .map(|(i, w)| (key_hash(&w.key), i))
+        .map(|(i, w)| (w.key_hash, i))
         .collect();
     let mut actual: Vec<Option<Vec<PgValue>>> = vec![None; wanted.len()];
     for row in rows {
@@ -313,8 +393,8 @@ fn compare(
         .iter()
         .zip(&actual)
         .filter_map(|(w, row)| {
-            let detail = difference(map, &w.key, &w.expected, row.as_deref())?;
-            Some((w.order, mismatch(map, w.change, detail)))
+            let detail = difference(map, w, row.as_deref())?;
+            Some((w.order, mismatch(map, &changes[w.order], detail)))
         })
         .collect())
 }
@@ -332,24 +412,16 @@ fn mismatch(map: &TableMap, change: &Change, detail: String) -> Mismatch {
 }
 
 /// Why `actual` (the target's row, if any) is not what `expected` says; `None` when it is.
-fn difference(
-    map: &TableMap,
-    key: &[PgValue],
-    expected: &Expected,
-    actual: Option<&[PgValue]>,
-) -> Option<String> {
-    match (expected, actual) {
+fn difference(map: &TableMap, wanted: &Wanted, actual: Option<&[PgValue]>) -> Option<String> {
+    match (&wanted.expected, actual) {
         (Expected::Absent(_), None) => None,
         (Expected::Absent(why), Some(_)) => Some(format!("PostgreSQL has a row, but {why}")),
         (Expected::Row(_), None) => {
             Some("PostgreSQL has no row, but the applied source image has one".into())
         }
         (Expected::Row(values), Some(row)) => {
-            let planned: Option<Vec<PgValue>> = values.iter().map(|v| v.clone().ok()).collect();
-            if let Some(planned) = planned {
-                if row_hash(key, &planned) == row_hash(&row_key(map, row), row) {
-                    return None;
-                }
+            if wanted.row_hash == Some(row_hash(&row_key(map, row), row)) {
+                return None;
             }
             Some(column_differences(map, values, row))
         }
@@ -444,8 +516,9 @@ mod tests {
 
     fn check(c: &Change, actual: Option<&[PgValue]>) -> Option<String> {
         let opts = ConvertOptions::default();
-        let key = convert_key(&map(), &c.key, opts).unwrap();
-        difference(&map(), &key, &expected(&map(), c, opts).unwrap(), actual)
+        let key = wanted_key(&map(), &c.key, opts).unwrap();
+        let wanted = Wanted::new(0, key, expected(&map(), c, opts).unwrap());
+        difference(&map(), &wanted, actual)
     }
 
     #[test]
