@@ -15,7 +15,8 @@
 //!    notes the instant its commit returned; PostgreSQL is polled every 5 ms for the counter and
 //!    each probe's lag is the instant it was first seen minus its commit instant (target p99 <
 //!    250 ms at 1k/s);
-//! 4. **RSS over time**: this process's VmRSS (sync runs in it) every second during the lag runs.
+//! 4. **RSS over time**: this process's VmRSS (sync runs in it, with the shipped binary's
+//!    allocator, mimalloc) every second during the lag runs.
 //!
 //! The machine is shared and noisy: the trigger verdict is a ratio measured side by side; the
 //! apply rate and lags are absolute and move from run to run. The results are printed and
@@ -35,6 +36,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
+
+/// The allocator the shipped binary uses (src/main.rs): sync runs in this process, so its RSS is
+/// measured as users would see it (glibc's arenas behave differently).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use sqlite2pg::config::Config;
 use sqlite2pg::diff::{run_diff, DiffOptions};
 use sqlite2pg::pipeline::{run_sync, SyncOptions, SyncStatus};
