@@ -33,6 +33,30 @@ pub struct ColumnMap {
     pub generated: bool,
 }
 
+impl ColumnMap {
+    /// This column's value in a captured change of table `table`: from the row image, or the
+    /// key itself for the rowid column.
+    pub fn value_in<'a>(
+        &self,
+        table: &str,
+        change: &'a crate::change::Change,
+        image: &'a [crate::change::RawValue],
+    ) -> Result<&'a crate::change::RawValue> {
+        match self.source_index {
+            Some(i) => image.get(i).ok_or_else(|| Error::Data {
+                table: table.to_string(),
+                reason: format!(
+                    "a captured row image has {} values; column {:?} is number {}",
+                    image.len(),
+                    self.source,
+                    i + 1
+                ),
+            }),
+            None => Ok(&change.key[0]),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TableMap {
     pub source: String,

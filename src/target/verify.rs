@@ -218,18 +218,7 @@ pub(crate) fn expected(
     };
     let mut values = Vec::with_capacity(table.columns.len());
     for col in &table.columns {
-        let raw = match col.source_index {
-            Some(i) => image.get(i).ok_or_else(|| Error::Data {
-                table: table.source.clone(),
-                reason: format!(
-                    "a captured row image has {} values; column {:?} is number {}",
-                    image.len(),
-                    col.source,
-                    i + 1
-                ),
-            })?,
-            None => &change.key[0],
-        };
+        let raw = col.value_in(&table.source, change, image)?;
         match convert(&col.ty, raw.as_ref(), opts) {
             Ok(v) => values.push(Ok(v)),
             Err(m) if col.generated => values.push(Err(format!(

@@ -186,18 +186,7 @@ fn misfits(
 ) -> Result<Vec<QuarantinedValue>> {
     let mut out = Vec::new();
     for (_, col) in table.writable() {
-        let raw = match col.source_index {
-            Some(i) => image.get(i).ok_or_else(|| Error::Data {
-                table: table.map.source.clone(),
-                reason: format!(
-                    "a captured row image has {} values; column {:?} is number {}",
-                    image.len(),
-                    col.source,
-                    i + 1
-                ),
-            })?,
-            None => &change.key[0],
-        };
+        let raw = col.value_in(&table.map.source, change, image)?;
         if let Err(m) = convert(&col.ty, raw.as_ref(), opts) {
             out.push(quarantined(table, change, col, raw, m.reason));
         }
