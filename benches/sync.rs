@@ -76,6 +76,8 @@ const PROBE_EVERY: Duration = Duration::from_millis(20);
 const POLL_EVERY: Duration = Duration::from_millis(5);
 const RSS_EVERY: Duration = Duration::from_secs(1);
 const PROBE_KEY: &str = "bench-probe";
+/// How many of a lag run's slowest probes are printed with their times.
+const SLOWEST_PROBES: usize = 12;
 /// How long the last probe may take to show up once the writers stopped.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// A run's RSS is called flat when the highest sample of its second half is at most this many
@@ -102,6 +104,13 @@ fn main() {
     let server_version = pg.text("SHOW server_version");
 
     pg.execute("CREATE DATABASE sync_db");
+    if settings.verbose {
+        // With -v the server log also says when checkpoints and autovacuum ran, to match
+        // against lag spikes.
+        pg.execute("ALTER SYSTEM SET log_checkpoints = on");
+        pg.execute("ALTER SYSTEM SET log_autovacuum_min_duration = 0");
+        pg.execute("SELECT pg_reload_conf()");
+    }
     let config = sync_config(&source.path, &admin.with_dbname("sync_db"));
     if settings.apply_only {
         let snapshot_seconds = snapshot(&config);
@@ -113,6 +122,7 @@ fn main() {
             &cluster.log_path(),
         );
         println!("\n{}", apply_table(&apply));
+        keep_server_log(&settings, &cluster.log_path());
         return;
     }
     let overhead = measure_trigger_overhead(&settings, &source, work.path());
@@ -154,6 +164,19 @@ fn main() {
     println!("\n{section}");
     if settings.record {
         record("sync", &section);
+    }
+    keep_server_log(&settings, &cluster.log_path());
+}
+
+/// With -v, copies the private server's log out of the work directory (removed at exit).
+fn keep_server_log(settings: &Settings, log: &Path) {
+    if !settings.verbose {
+        return;
+    }
+    let kept = std::env::temp_dir().join("sqlite2pg-bench-sync-server.log");
+    match fs::copy(log, &kept) {
+        Ok(_) => eprintln!("server log kept in {}", kept.display()),
+        Err(e) => eprintln!("could not keep the server log: {e}"),
     }
 }
 
@@ -793,6 +816,7 @@ fn measure_lag(settings: &Settings, config: &Config, pg: &Pg, rate: f64, seed: u
             .zip(&seen)
             .map(|(c, s)| s.saturating_duration_since(*c).as_secs_f64())
             .collect();
+        print_slowest_probes(rate, &commits, &seen, started);
         lags.sort_by(f64::total_cmp);
         let writer_stats = writer_stats.unwrap_or(final_writer);
         let lag = Lag {
@@ -820,6 +844,32 @@ fn measure_lag(settings: &Settings, config: &Config, pg: &Pg, rate: f64, seed: u
         );
         lag
     })
+}
+
+/// The slowest probes of a lag run with when they committed (seconds since the run started,
+/// and UTC), so a spike can be matched with sync's `-v` log and the server log.
+fn print_slowest_probes(rate: f64, commits: &[Instant], seen: &[Instant], started: Instant) {
+    let now = (Instant::now(), chrono::Utc::now());
+    let mut probes: Vec<(f64, Instant)> = commits
+        .iter()
+        .zip(seen)
+        .map(|(c, s)| (s.saturating_duration_since(*c).as_secs_f64(), *c))
+        .collect();
+    probes.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let list: Vec<String> = probes
+        .iter()
+        .take(SLOWEST_PROBES)
+        .map(|(lag, at)| {
+            let utc = now.1 - chrono::Duration::from_std(now.0 - *at).unwrap_or_default();
+            format!(
+                "{:.0} ms at {:.1} s ({})",
+                lag * 1000.0,
+                at.duration_since(started).as_secs_f64(),
+                utc.format("%H:%M:%S%.3f")
+            )
+        })
+        .collect();
+    eprintln!("lag at {rate}/s: slowest probes: {}", list.join(", "));
 }
 
 /// This process's resident set size (KiB, `VmRSS`).

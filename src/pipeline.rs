@@ -22,7 +22,7 @@ use crate::source::capture::{max_seq, Capturer};
 use crate::source::introspect::{Schema, Table};
 use crate::source::open_read_only;
 use crate::source::watcher::Watcher;
-use crate::target::apply::{apply_chunks, ApplyTable, BatchStats};
+use crate::target::apply::{apply_chunks, ApplyTable, BatchStats, StagingTables};
 use crate::target::state::{ensure_state, init_sync_position, sync_position};
 use crate::target::verify::Mismatch;
 
@@ -243,6 +243,8 @@ pub(crate) struct SyncSetup {
     pub runtime: tokio::runtime::Runtime,
     pub client: tokio_postgres::Client,
     pub apply_tables: Vec<ApplyTable>,
+    /// The staging tables of `client`'s session.
+    pub staging: StagingTables,
     pub log: FaultyChangeLog<SledChangeLog>,
 }
 
@@ -270,6 +272,7 @@ pub(crate) fn prepare(config: &Config) -> Result<SyncSetup> {
         runtime,
         client,
         apply_tables,
+        staging: StagingTables::default(),
         log,
     })
 }
@@ -380,6 +383,7 @@ fn drain_batch(
         runtime,
         client,
         apply_tables,
+        staging,
         ..
     } = setup;
     std::thread::scope(|s| {
@@ -387,6 +391,7 @@ fn drain_batch(
         s.spawn(move || reader::read_chunks(log, &request, DEFAULT_BATCH_CHANGES, config.convert));
         let applied = runtime.block_on(apply_chunks(
             client,
+            staging,
             &config.schema,
             apply_tables,
             after,
@@ -453,10 +458,20 @@ fn capture_loop(
         // while, never between every capture (it would queue behind the application's writers
         // and add to the lag).
         if pending_delete && (idle || last_delete.elapsed() >= DELETE_INTERVAL) {
-            pending_delete = capturer.delete_through(pos).is_err();
+            let deleting = Instant::now();
+            let deleted = capturer.delete_through(pos);
+            tracing::debug!(
+                seq = pos,
+                rows = deleted.as_ref().ok(),
+                ms = ms_since(deleting),
+                "consumed change rows deleted"
+            );
+            pending_delete = deleted.is_err();
             last_delete = Instant::now();
         }
+        let cycle = Instant::now();
         let read = capturer.capture(pos, &mut |chunk: &[Change]| log.append(chunk));
+        let read_ms = ms_since(cycle);
         match read {
             Err(Error::SchemaMoved { from, to, .. }) => {
                 tracing::info!(seq = pos, from, to, "the source schema version moved");
@@ -468,6 +483,13 @@ fn capture_loop(
             Err(e) => return Err(e),
             Ok(Some(b)) => {
                 log.commit_boundary(&b)?;
+                tracing::debug!(
+                    seq = b.end_seq,
+                    changes = b.changes,
+                    read_ms,
+                    total_ms = ms_since(cycle),
+                    "captured"
+                );
                 crate::fault::hit(crate::fault::SYNC_AFTER_LOG_FLUSH);
                 pos = b.end_seq;
                 captured.store(pos, Ordering::SeqCst);
@@ -530,6 +552,7 @@ async fn apply_loop(
     crate::status::write_heartbeat(&state_dir, &started_at, "running", &status)?;
     let mut last_report = Instant::now();
     let mut tables = ctx.tables.to_vec();
+    let mut staging = StagingTables::default();
     let mut step = None;
     loop {
         let bounds = ctx.log.boundaries_after(status.applied_seq, 10_000)?;
@@ -558,6 +581,7 @@ async fn apply_loop(
                 Err(e) if e.is_transient() && !ctx.stop.load(Ordering::SeqCst) => {
                     tracing::warn!(error = %e, seq = status.applied_seq, "schema change failed transiently; reconnecting");
                     status.applied_seq = reconnect(client, ctx).await?;
+                    staging = StagingTables::default();
                     status.retries += 1;
                 }
                 Err(e) => return Err(e),
@@ -591,6 +615,7 @@ async fn apply_loop(
         }
         let applied = apply_chunks(
             client,
+            &mut staging,
             &ctx.config.schema,
             &tables,
             status.applied_seq,
@@ -605,6 +630,7 @@ async fn apply_loop(
                 tracing::warn!(error = %e, seq = through.end_seq, "apply failed transiently; reconnecting");
                 status.last_error = Some(LastError::now(&e));
                 status.applied_seq = reconnect(client, ctx).await?;
+                staging = StagingTables::default();
                 status.retries += 1;
                 continue;
             }

@@ -10,7 +10,9 @@ use rusqlite::{params, Connection};
 use sqlite2pg::change::{Boundary, Change, RawValue};
 use sqlite2pg::convert::ConvertOptions;
 use sqlite2pg::source::introspect::read_schema;
-use sqlite2pg::target::apply::{apply_batch, apply_chunks, prepare_chunk, ApplyTable};
+use sqlite2pg::target::apply::{
+    apply_batch, apply_chunks, prepare_chunk, ApplyTable, StagingTables,
+};
 use sqlite2pg::target::mapping::map_table;
 use sqlite2pg::target::state::{init_sync_position, sync_position};
 use sqlite2pg::target::verify::{verify_changes, Mismatch, MAX_KEYS_PER_READ};
@@ -388,9 +390,18 @@ fn a_chunk_stream_that_ends_early_commits_nothing() {
         tx.try_send(chunk.map(Some)).unwrap();
         drop(tx);
         let through = boundary(&changes);
-        apply_chunks(&mut client, SCHEMA, &tables, 0, &through, &mut rx)
-            .await
-            .expect_err("a stream without its end marker must not commit")
+        let mut staging = StagingTables::default();
+        apply_chunks(
+            &mut client,
+            &mut staging,
+            SCHEMA,
+            &tables,
+            0,
+            &through,
+            &mut rx,
+        )
+        .await
+        .expect_err("a stream without its end marker must not commit")
     });
     assert!(
         err.to_string().contains("before the end of the batch"),
@@ -433,4 +444,107 @@ fn apply(
         )
         .await
     })
+}
+
+/// Staging tables live as long as the session: each is created once (`ON COMMIT DELETE ROWS`)
+/// and every later batch reuses it, instead of creating and dropping it per transaction (which
+/// churned the catalogs at dozens of batches a second). A batch that rolls back after creating
+/// one leaves nothing stale for the next batch to trip on.
+#[test]
+fn staging_tables_are_created_once_per_session_and_survive_a_rolled_back_batch() {
+    let dir = temp_dir();
+    let src = source(dir.path(), 10);
+    let db = TestDb::new();
+    snapshot(&src, &db, &options()).expect("snapshot");
+    let tables = apply_tables(&src, &db);
+    let conn = Connection::open(&src).unwrap();
+    conn.execute_batch("UPDATE items SET name = 'renamed ' || id WHERE id <= 3")
+        .unwrap();
+    let updates: Vec<Change> = (1..=3)
+        .map(|id| change(&conn, "items", item_key(id)))
+        .collect();
+    conn.execute_batch("DELETE FROM items WHERE id = 9")
+        .unwrap();
+    let deletion = vec![change(&conn, "items", item_key(9))];
+    block_on(async {
+        let mut client = db.client().await;
+        init_sync_position(&client, 0).await.unwrap();
+        let mut staging = StagingTables::default();
+
+        let stats = stream(&mut client, &mut staging, &tables, 0, &updates, true)
+            .await
+            .expect("first batch");
+        assert_eq!((stats.upserted, stats.mismatches.len()), (3, 0));
+        let first = temp_tables(&client).await;
+        assert_eq!(first.len(), 1, "one upsert staging table: {first:?}");
+        let rows: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {}", first[0].0), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 0, "a committed batch leaves its staging table empty");
+
+        stream(&mut client, &mut staging, &tables, 3, &deletion, false)
+            .await
+            .expect_err("a stream without its end marker rolls back");
+        assert_eq!(
+            temp_tables(&client).await,
+            first,
+            "the rolled-back table is gone"
+        );
+
+        let stats = stream(&mut client, &mut staging, &tables, 3, &deletion, true)
+            .await
+            .expect("the deletion again, after the rollback");
+        assert_eq!(stats.deleted, 1);
+        let both = temp_tables(&client).await;
+        assert_eq!(both.len(), 2, "{both:?}");
+        assert!(
+            both.contains(&first[0]),
+            "the upsert table was kept: {both:?}"
+        );
+
+        let stats = stream(&mut client, &mut staging, &tables, 4, &updates, true)
+            .await
+            .expect("the updates again");
+        assert_eq!(stats.upserted, 3);
+        assert_eq!(temp_tables(&client).await, both, "nothing created again");
+    });
+    assert_eq!(count_items(&db, 9), 0);
+    let names = query(&db, "SELECT name FROM items WHERE id <= 3 ORDER BY id");
+    let names: Vec<String> = names.iter().map(|r| r.get(0)).collect();
+    assert_eq!(names, ["renamed 1", "renamed 2", "renamed 3"]);
+}
+
+/// The temporary tables of `client`'s session: (name, oid).
+async fn temp_tables(client: &tokio_postgres::Client) -> Vec<(String, i64)> {
+    let sql = "SELECT relname::text, oid::bigint FROM pg_class \
+               WHERE relnamespace = pg_my_temp_schema() AND relkind = 'r' ORDER BY 1";
+    let rows = client.query(sql, &[]).await.unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+/// Applies `changes` as one chunk of a batch after position `after` on `client`'s session;
+/// without `complete` the stream closes before its end marker (the batch must roll back).
+async fn stream(
+    client: &mut tokio_postgres::Client,
+    staging: &mut StagingTables,
+    tables: &[ApplyTable],
+    after: u64,
+    changes: &[Change],
+    complete: bool,
+) -> sqlite2pg::Result<sqlite2pg::target::apply::BatchStats> {
+    let chunk = prepare_chunk(tables, changes.to_vec(), ConvertOptions::default());
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    tx.try_send(chunk.map(Some)).unwrap();
+    if complete {
+        tx.try_send(Ok(None)).unwrap();
+    }
+    drop(tx);
+    let through = Boundary {
+        end_seq: after + changes.len() as u64,
+        committed_at: 0.0,
+        changes: changes.len() as u64,
+    };
+    apply_chunks(client, staging, SCHEMA, tables, after, &through, &mut rx).await
 }

@@ -5,15 +5,15 @@
 //! applied twice or skipped. A batch arrives in chunks (`prepare::prepare_chunk`, converted on
 //! the caller's reader thread), so a source transaction of any size is applied whole while only
 //! a chunk or two is in memory. Set-based: per chunk and table, keys to delete and rows to upsert
-//! are staged with binary COPY into temporary tables and applied with `DELETE … USING` and
-//! `INSERT … ON CONFLICT`. Rows evicted in SQLite by `INSERT OR REPLACE` through a UNIQUE
+//! are staged with binary COPY into temporary tables (created once per session, see
+//! [`StagingTables`]) and applied with `DELETE … USING` and `INSERT … ON CONFLICT`. Rows evicted in SQLite by `INSERT OR REPLACE` through a UNIQUE
 //! conflict (which fires no delete trigger) are evicted here too. Foreign keys are checked at
 //! commit (`SET CONSTRAINTS ALL DEFERRED`). A value that does not fit its column is quarantined
 //! and its row removed from the target, never half-applied (promise 3). Each chunk's keys are
 //! re-read inside the transaction and compared with their images (continuous verification,
 //! `verify::verify_staged`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -120,7 +120,17 @@ pub async fn apply_batch(
         tx.try_send(message)
             .expect("a fresh channel of capacity 2 takes two messages");
     }
-    apply_chunks(client, schema, tables, after, through, &mut rx).await
+    let mut staging = StagingTables::default();
+    apply_chunks(
+        client,
+        &mut staging,
+        schema,
+        tables,
+        after,
+        through,
+        &mut rx,
+    )
+    .await
 }
 
 /// Applies one batch that arrives in chunks (each prepared with [`prepare_chunk`] from the
@@ -134,6 +144,22 @@ pub async fn apply_batch(
 /// at commit. `Ok`: committed; `Err`: nothing of the batch is committed.
 pub async fn apply_chunks(
     client: &mut Client,
+    staging: &mut StagingTables,
+    schema: &str,
+    tables: &[ApplyTable],
+    after: u64,
+    through: &Boundary,
+    chunks: &mut tokio::sync::mpsc::Receiver<Result<Option<PreparedChunk>>>,
+) -> Result<BatchStats> {
+    let applied =
+        apply_in_transaction(client, staging, schema, tables, after, through, chunks).await;
+    staging.end_transaction(applied.is_ok());
+    applied
+}
+
+async fn apply_in_transaction(
+    client: &mut Client,
+    staging: &mut StagingTables,
     schema: &str,
     tables: &[ApplyTable],
     after: u64,
@@ -156,7 +182,6 @@ pub async fn apply_chunks(
         .await
         .map_err(pg_err("defer constraints", None))?;
     let mut timing = Timing::default();
-    let mut staging = StagingTables::default();
     let mut waited = std::time::Instant::now();
     let mut next = next_chunk(chunks).await?;
     while let Some(chunk) = next {
@@ -169,7 +194,7 @@ pub async fn apply_chunks(
             schema,
             tables,
             &chunk,
-            &mut staging,
+            staging,
             &mut stats,
             &mut timing,
         )
@@ -229,17 +254,71 @@ struct Timing {
     verify: std::time::Duration,
 }
 
-/// The staging tables one apply transaction created: the first chunk creates a table, later
-/// chunks empty and reuse it.
-#[derive(Default)]
-struct StagingTables {
-    created: std::collections::HashSet<String>,
+/// The staging tables of one PostgreSQL session (keep one per connection; a new connection
+/// needs a new one). Each is a temporary table created once per session with `ON COMMIT DELETE
+/// ROWS`, so every transaction finds it empty. Creating and dropping them in every transaction
+/// (`ON COMMIT DROP`) churned the catalogs: at 1000 source transactions/s sync committed about
+/// 70 batches/s, wrote 9 MB/s of WAL for the catalog rows alone, and autovacuum of `pg_attribute`
+/// and `pg_depend` ran every minute. A table's name carries a hash of its definition, so a
+/// schema step that adds a column gets a new one.
+#[derive(Debug, Default)]
+pub struct StagingTables {
+    /// Tables that exist in the session (created by a committed transaction).
+    session: HashSet<String>,
+    /// Tables the open transaction created (in the session once it commits).
+    created: HashSet<String>,
+    /// Tables the open transaction filled (a later chunk of the batch empties them first).
+    used: HashSet<String>,
 }
 
 impl StagingTables {
-    /// Marks `name` used and says whether it already exists in this transaction.
-    fn reuse(&mut self, name: &str) -> bool {
-        !self.created.insert(name.to_string())
+    /// The staging table for `cols` of `map` (`kind` and `n` make the name readable), and the
+    /// SQL that readies it for a chunk: create it, or empty what an earlier chunk of this
+    /// transaction left in it; `None` when it is ready as it is.
+    fn ready(
+        &mut self,
+        schema: &str,
+        map: &TableMap,
+        kind: &str,
+        n: usize,
+        cols: &[usize],
+    ) -> (String, Option<String>) {
+        let list: Vec<String> = cols
+            .iter()
+            .map(|&i| quote_pg(&map.columns[i].target))
+            .collect();
+        let definition = format!(
+            "SELECT {} FROM {} WITH NO DATA",
+            list.join(", "),
+            qualified(schema, &map.target)
+        );
+        let hash = blake3::hash(definition.as_bytes()).to_hex();
+        let name = format!("_s2p_{kind}_{n}_{}", &hash[..8]);
+        let sql = if self.used.contains(&name) {
+            Some(format!("TRUNCATE {name}"))
+        } else if self.session.contains(&name) || self.created.contains(&name) {
+            None
+        } else {
+            self.created.insert(name.clone());
+            // Analyzed once while empty: from then on the planner estimates its rows from its
+            // current size (never-analyzed tables count as 10 pages, which made it join a few
+            // staged keys to the target with a full scan).
+            Some(format!(
+                "CREATE TEMP TABLE IF NOT EXISTS {name} ON COMMIT DELETE ROWS AS {definition}; \
+                 ANALYZE {name}"
+            ))
+        };
+        self.used.insert(name.clone());
+        (name, sql)
+    }
+
+    /// The open transaction ended: committed (its tables stay) or not (they are gone).
+    fn end_transaction(&mut self, committed: bool) {
+        if committed {
+            self.session.extend(self.created.drain());
+        }
+        self.created.clear();
+        self.used.clear();
     }
 }
 
@@ -257,51 +336,31 @@ async fn apply_chunk(
         *d += step.elapsed();
         step = std::time::Instant::now();
     };
+    // Per table, the staging tables its rows went to (what verification reads back).
+    let mut staged: Vec<Vec<String>> = Vec::with_capacity(chunk.tables.len());
     for t in &chunk.tables {
-        apply_deletes(tx, schema, &tables[t.n], t, staging, stats).await?;
+        let deletes = apply_deletes(tx, schema, &tables[t.n], t, staging, stats).await?;
+        staged.push(deletes.into_iter().collect());
     }
     lap(&mut timing.delete);
-    for t in &chunk.tables {
-        apply_upserts(tx, schema, &tables[t.n], t, staging, stats).await?;
+    for (t, names) in chunk.tables.iter().zip(&mut staged) {
+        names.extend(apply_upserts(tx, schema, &tables[t.n], t, staging, stats).await?);
         quarantine(tx, "sync", &t.quarantined).await?;
         stats.quarantined += t.quarantined.len() as u64;
     }
     lap(&mut timing.upsert);
-    for t in &chunk.tables {
-        let names: Vec<String> = [
-            t.deletes.as_ref().map(|_| delete_table(t.n)),
-            t.upserts.as_ref().map(|_| upsert_table(t.n)),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+    for (t, names) in chunk.tables.iter().zip(&staged) {
         let map = &tables[t.n].map;
-        let found = verify_staged(tx, schema, map, &names, &t.wanted, &chunk.changes).await?;
+        let found = verify_staged(tx, schema, map, names, &t.wanted, &chunk.changes).await?;
         stats.mismatches.extend(found);
     }
     lap(&mut timing.verify);
     Ok(())
 }
 
-fn delete_table(n: usize) -> String {
-    format!("_s2p_del_{n}")
-}
-
-fn upsert_table(n: usize) -> String {
-    format!("_s2p_up_{n}")
-}
-
 fn pg_err(op: &'static str, table: Option<&str>) -> impl FnOnce(tokio_postgres::Error) -> Error {
     let table = table.map(str::to_string);
     move |source| Error::Target { op, table, source }
-}
-
-/// A staging table: its name, which columns of the target it has, and whether it already
-/// exists in this transaction (then it is emptied and reused).
-struct Staging<'a> {
-    name: &'a str,
-    cols: &'a [usize],
-    reuse: bool,
 }
 
 /// Stages `rows` of the given columns of `map` into a new temporary table `name` (dropped at
@@ -325,41 +384,39 @@ pub(crate) async fn stage_rows<'r>(
                 reason,
             })?;
     }
-    let staging = Staging {
-        name,
-        cols,
-        reuse: false,
-    };
-    stage_encoded(tx, schema, map, &staging, Bytes::from(encoder.finish())).await
+    let list: Vec<String> = cols
+        .iter()
+        .map(|&i| quote_pg(&map.columns[i].target))
+        .collect();
+    let create = format!(
+        "CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
+        list.join(", "),
+        qualified(schema, &map.target)
+    );
+    let data = Bytes::from(encoder.finish());
+    stage_encoded(tx, map, name, Some(&create), data).await?;
+    // Without statistics the planner guesses thousands of staged rows and joins them to the
+    // target with a full scan; with them it looks the few keys up by the primary key index.
+    tx.batch_execute(&format!("ANALYZE {name}"))
+        .await
+        .map_err(pg_err("analyze a staging table", Some(&map.source)))
 }
 
-/// Creates (or empties, when reused) the staging table and loads `data`, a complete binary COPY
-/// stream of its columns, then analyzes it.
+/// Runs `ready` (SQL that creates or empties staging table `name`), then loads `data`, a
+/// complete binary COPY stream of its columns.
 async fn stage_encoded(
     tx: &Transaction<'_>,
-    schema: &str,
     map: &TableMap,
-    staging: &Staging<'_>,
+    name: &str,
+    ready: Option<&str>,
     data: Bytes,
 ) -> Result<()> {
-    let (t, name) = (Some(map.source.as_str()), staging.name);
-    let prepare = if staging.reuse {
-        format!("TRUNCATE {name}")
-    } else {
-        let list: Vec<String> = staging
-            .cols
-            .iter()
-            .map(|&i| quote_pg(&map.columns[i].target))
-            .collect();
-        format!(
-            "CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
-            list.join(", "),
-            qualified(schema, &map.target)
-        )
-    };
-    tx.batch_execute(&prepare)
-        .await
-        .map_err(pg_err("create a staging table", t))?;
+    let t = Some(map.source.as_str());
+    if let Some(sql) = ready {
+        tx.batch_execute(sql)
+            .await
+            .map_err(pg_err("ready a staging table", t))?;
+    }
     let sink = tx
         .copy_in::<_, Bytes>(&format!("COPY {name} FROM STDIN (FORMAT binary)"))
         .await
@@ -372,11 +429,6 @@ async fn stage_encoded(
         .finish()
         .await
         .map_err(pg_err("finish staging COPY", t))?;
-    // Without statistics the planner guesses thousands of staged rows and joins them to the
-    // target with a full scan; with them it looks the few keys up by the primary key index.
-    tx.batch_execute(&format!("ANALYZE {name}"))
-        .await
-        .map_err(pg_err("analyze a staging table", t))?;
     Ok(())
 }
 
@@ -397,18 +449,12 @@ async fn apply_deletes(
     prepared: &PreparedTable,
     staging: &mut StagingTables,
     stats: &mut BatchStats,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let Some(data) = &prepared.deletes else {
-        return Ok(());
+        return Ok(None);
     };
-    let name = delete_table(prepared.n);
-    let reuse = staging.reuse(&name);
-    let staged = Staging {
-        name: &name,
-        cols: &table.map.key,
-        reuse,
-    };
-    stage_encoded(tx, schema, &table.map, &staged, data.clone()).await?;
+    let (name, ready) = staging.ready(schema, &table.map, "del", prepared.n, &table.map.key);
+    stage_encoded(tx, &table.map, &name, ready.as_deref(), data.clone()).await?;
     let sql = format!(
         "DELETE FROM {} t USING {name} d WHERE {}",
         qualified(schema, &table.map.target),
@@ -420,7 +466,7 @@ async fn apply_deletes(
         .map_err(pg_err("delete rows", Some(&table.map.source)))?;
     stats.deleted += deleted;
     *stats.per_table.entry(table.map.source.clone()).or_default() += deleted;
-    Ok(())
+    Ok(Some(name))
 }
 
 async fn apply_upserts(
@@ -430,19 +476,13 @@ async fn apply_upserts(
     prepared: &PreparedTable,
     staging: &mut StagingTables,
     stats: &mut BatchStats,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let Some(data) = &prepared.upserts else {
-        return Ok(());
+        return Ok(None);
     };
-    let name = upsert_table(prepared.n);
     let cols: Vec<usize> = table.writable().map(|(i, _)| i).collect();
-    let reuse = staging.reuse(&name);
-    let staged = Staging {
-        name: &name,
-        cols: &cols,
-        reuse,
-    };
-    stage_encoded(tx, schema, &table.map, &staged, data.clone()).await?;
+    let (name, ready) = staging.ready(schema, &table.map, "up", prepared.n, &cols);
+    stage_encoded(tx, &table.map, &name, ready.as_deref(), data.clone()).await?;
     let target = qualified(schema, &table.map.target);
     let t = Some(table.map.source.as_str());
     for unique in &table.uniques {
@@ -462,7 +502,7 @@ async fn apply_upserts(
         .map_err(pg_err("upsert rows", t))?;
     stats.upserted += upserted;
     *stats.per_table.entry(table.map.source.clone()).or_default() += upserted;
-    Ok(())
+    Ok(Some(name))
 }
 
 /// `INSERT … SELECT … FROM <staging> ON CONFLICT (<key>) DO UPDATE SET …` for `cols`.
