@@ -18,7 +18,7 @@ use crate::changelog::{ChangeLog, FaultyChangeLog, SledChangeLog};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::snapshot::{read_snapshot_record, SnapshotRecord};
-use crate::source::capture::{max_seq, Capturer};
+use crate::source::capture::{max_seq, Capturer, ChangeRowDeleter};
 use crate::source::introspect::{Schema, Table};
 use crate::source::open_read_only;
 use crate::source::watcher::Watcher;
@@ -447,64 +447,105 @@ fn capture_loop(
         .map_or(start_seq, |b| b.end_seq.max(start_seq));
     log.discard_after(pos)?;
     captured.store(pos, Ordering::SeqCst);
-    let Some(mut capturer) = follower.follow(pos, stop, wake)? else {
-        return Ok(());
-    };
-    let mut pending_delete = true;
-    let mut last_delete = Instant::now();
-    let mut idle = true;
-    while !stop.load(Ordering::SeqCst) {
-        // Deleting consumed change rows takes SQLite's write lock: do it when idle or once in a
-        // while, never between every capture (it would queue behind the application's writers
-        // and add to the lag).
-        if pending_delete && (idle || last_delete.elapsed() >= DELETE_INTERVAL) {
-            let deleting = Instant::now();
-            let deleted = capturer.delete_through(pos);
-            tracing::debug!(
-                seq = pos,
-                rows = deleted.as_ref().ok(),
-                ms = ms_since(deleting),
-                "consumed change rows deleted"
-            );
-            pending_delete = deleted.is_err();
-            last_delete = Instant::now();
-        }
-        let cycle = Instant::now();
-        let read = capturer.capture(pos, &mut |chunk: &[Change]| log.append(chunk));
-        let read_ms = ms_since(cycle);
-        match read {
-            Err(Error::SchemaMoved { from, to, .. }) => {
-                tracing::info!(seq = pos, from, to, "the source schema version moved");
-                match follower.follow(pos, stop, wake)? {
-                    Some(next) => capturer = next,
-                    None => break,
+    let mut deleter = ChangeRowDeleter::open(follower.path)?;
+    let (flushed_tx, flushed_rx) = crossbeam_channel::unbounded::<u64>();
+    std::thread::scope(|s| {
+        s.spawn(move || delete_loop(&mut deleter, &flushed_rx, poll));
+        // Owned here, so it is dropped (and the deleter ends) however this closure returns.
+        let flushed_tx = flushed_tx;
+        // Everything through `pos` is in the change log already (a previous run flushed it).
+        let _ = flushed_tx.send(pos);
+        let Some(mut capturer) = follower.follow(pos, stop, wake)? else {
+            return Ok(());
+        };
+        while !stop.load(Ordering::SeqCst) {
+            let cycle = Instant::now();
+            let read = capturer.capture(pos, &mut |chunk: &[Change]| log.append(chunk));
+            let read_ms = ms_since(cycle);
+            match read {
+                Err(Error::SchemaMoved { from, to, .. }) => {
+                    tracing::info!(seq = pos, from, to, "the source schema version moved");
+                    match follower.follow(pos, stop, wake)? {
+                        Some(next) => capturer = next,
+                        None => break,
+                    }
+                }
+                Err(e) => return Err(e),
+                Ok(Some(b)) => {
+                    log.commit_boundary(&b)?;
+                    tracing::debug!(
+                        seq = b.end_seq,
+                        changes = b.changes,
+                        read_ms,
+                        total_ms = ms_since(cycle),
+                        "captured"
+                    );
+                    crate::fault::hit(crate::fault::SYNC_AFTER_LOG_FLUSH);
+                    pos = b.end_seq;
+                    captured.store(pos, Ordering::SeqCst);
+                    let _ = flushed_tx.send(pos);
+                    let _ = wake.send(());
+                }
+                Ok(None) => {
+                    watcher.wait(poll);
                 }
             }
-            Err(e) => return Err(e),
-            Ok(Some(b)) => {
-                log.commit_boundary(&b)?;
-                tracing::debug!(
-                    seq = b.end_seq,
-                    changes = b.changes,
-                    read_ms,
-                    total_ms = ms_since(cycle),
-                    "captured"
-                );
-                crate::fault::hit(crate::fault::SYNC_AFTER_LOG_FLUSH);
-                pos = b.end_seq;
-                captured.store(pos, Ordering::SeqCst);
-                pending_delete = true;
-                idle = false;
-                let _ = wake.send(());
+        }
+        Ok(())
+    })
+}
+
+/// Deletes the source's change rows through the newest position the change log flushed (sent
+/// by capture after each boundary), on its own connection: its `BEGIN IMMEDIATE` waits behind
+/// the application's writers, and capture must not wait with it (a 0.3 s wait there was a 0.3 s
+/// lag spike). It takes SQLite's write lock, so it runs when capture has been quiet for a moment
+/// or once every [`DELETE_INTERVAL`], not after every cycle, and once more when capture ends.
+/// A failed delete (the lock stayed busy) is tried again later; the rows stay until then.
+fn delete_loop(deleter: &mut ChangeRowDeleter, flushed: &Receiver<u64>, poll: Duration) {
+    let quiet = poll.min(Duration::from_millis(100));
+    let mut pending: Option<u64> = None;
+    let mut last_delete = Instant::now();
+    loop {
+        let next = if pending.is_some() {
+            flushed.recv_timeout(quiet)
+        } else {
+            flushed
+                .recv()
+                .map_err(|_| crossbeam_channel::RecvTimeoutError::Disconnected)
+        };
+        let ended = match next {
+            Ok(seq) => {
+                pending = Some(pending.map_or(seq, |p| p.max(seq)));
+                if last_delete.elapsed() < DELETE_INTERVAL {
+                    continue;
+                }
+                false
             }
-            Ok(None) if pending_delete && !idle => idle = true,
-            Ok(None) => {
-                idle = true;
-                watcher.wait(poll);
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => false,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => true,
+        };
+        if let Some(through) = pending {
+            let deleting = Instant::now();
+            match deleter.delete_through(through) {
+                Ok(rows) => {
+                    tracing::debug!(
+                        seq = through,
+                        rows,
+                        ms = ms_since(deleting),
+                        "consumed change rows deleted"
+                    );
+                    pending = None;
+                }
+                Err(e) => {
+                    tracing::debug!(seq = through, error = %e, "consumed change rows not deleted yet")
+                }
             }
+            last_delete = Instant::now();
+        }
+        if ended {
+            return;
         }
     }
-    Ok(())
 }
 
 struct ApplyContext<'a> {

@@ -202,15 +202,7 @@ impl Capturer {
     /// how many went. The newest row is always kept so seqs never go back. Call it only once
     /// the change log flushed everything through `through`.
     pub fn delete_through(&mut self, through: u64) -> Result<u64> {
-        let fail = |e| self.source_error("delete flushed changes", None, e);
-        let tx =
-            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(fail)?;
-        let deleted = tx
-            .execute(DELETE_THROUGH, [seq_param(through)])
-            .map_err(fail)?;
-        fault::hit(fault::CAPTURE_BEFORE_DELETE_COMMIT);
-        tx.commit().map_err(fail)?;
-        Ok(deleted as u64)
+        delete_through(&self.conn, &self.path, through)
     }
 
     fn read_schema_version(&self, conn: &Connection) -> Result<i64> {
@@ -417,6 +409,40 @@ impl CapturedTable {
             .all(|(position, value)| position.is_none_or(|p| image[p] == *value));
         Ok(exact.then_some(image))
     }
+}
+
+/// Deletes consumed change rows on a connection of its own, so that waiting for the
+/// application's write lock (SQLite's busy handler sleeps up to 100 ms between tries) never
+/// holds up capture: sync runs it on a thread beside the capture loop.
+pub struct ChangeRowDeleter {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl ChangeRowDeleter {
+    /// Opens the database read-write like [`Capturer::open`] does.
+    pub fn open(path: &Path) -> Result<ChangeRowDeleter> {
+        Ok(ChangeRowDeleter {
+            conn: open_read_write(path)?,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// As [`Capturer::delete_through`].
+    pub fn delete_through(&mut self, through: u64) -> Result<u64> {
+        delete_through(&self.conn, &self.path, through)
+    }
+}
+
+fn delete_through(conn: &Connection, path: &Path, through: u64) -> Result<u64> {
+    let fail = |e| source_error("delete flushed changes", path, None, e);
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(fail)?;
+    let deleted = tx
+        .execute(DELETE_THROUGH, [seq_param(through)])
+        .map_err(fail)?;
+    fault::hit(fault::CAPTURE_BEFORE_DELETE_COMMIT);
+    tx.commit().map_err(fail)?;
+    Ok(deleted as u64)
 }
 
 fn open_read_write(path: &Path) -> Result<Connection> {
