@@ -53,6 +53,11 @@ pub trait ChangeLog: Send + Sync {
     /// Boundaries with `end_seq > after`, ascending by `end_seq`, at most `limit`.
     fn boundaries_after(&self, after: u64, limit: usize) -> Result<Vec<Boundary>>;
 
+    /// The highest seq appended (durable or not), `None` when the log holds no change. Read
+    /// before [`ChangeLog::boundaries_after`] finds no boundary past a position, it bounds
+    /// changes of the capture cycle still being written (see `pipeline::reader`).
+    fn last_change_seq(&self) -> Result<Option<u64>>;
+
     /// Calls `f` for every change with `after < seq <= through`, ascending by seq, one record in
     /// memory at a time. Stops at the first error `f` or a corrupt record returns.
     fn for_each_in(
@@ -317,6 +322,13 @@ impl ChangeLog for SledChangeLog {
             .collect()
     }
 
+    fn last_change_seq(&self) -> Result<Option<u64>> {
+        match self.changes.last().map_err(self.fail("read"))? {
+            Some((key, _)) => self.key_seq(CHANGES_TREE, &key).map(Some),
+            None => Ok(None),
+        }
+    }
+
     fn for_each_in(
         &self,
         after: u64,
@@ -423,6 +435,10 @@ impl<L: ChangeLog> ChangeLog for FaultyChangeLog<L> {
 
     fn boundaries_after(&self, after: u64, limit: usize) -> Result<Vec<Boundary>> {
         self.inner.boundaries_after(after, limit)
+    }
+
+    fn last_change_seq(&self) -> Result<Option<u64>> {
+        self.inner.last_change_seq()
     }
 
     fn for_each_in(

@@ -181,12 +181,15 @@ fn sync_until_stopped(
     };
     let captured = AtomicU64::new(0);
     let capture_failed = AtomicBool::new(false);
+    let capture_ended = AtomicBool::new(false);
     let (wake_tx, wake_rx) = crossbeam_channel::unbounded::<()>();
     let (read_tx, read_rx) = crossbeam_channel::unbounded::<Job>();
     std::thread::scope(|s| {
         let log_ref: &dyn ChangeLog = &log;
-        let reader =
-            s.spawn(move || reader::serve(log_ref, &read_rx, opts.batch_changes, config.convert));
+        let ended = &capture_ended;
+        let reader = s.spawn(move || {
+            reader::serve(log_ref, &read_rx, opts.batch_changes, config.convert, ended)
+        });
         let capture = s.spawn(|| {
             let r = capture_loop(
                 &mut follower,
@@ -200,6 +203,7 @@ fn sync_until_stopped(
             if r.is_err() {
                 capture_failed.store(true, Ordering::SeqCst);
             }
+            capture_ended.store(true, Ordering::SeqCst);
             drop(wake_tx);
             r
         });
@@ -222,8 +226,9 @@ fn sync_until_stopped(
         stop.store(true, Ordering::SeqCst);
         let captured = capture.join().expect("the capture thread panicked");
         let trimmed = reader.join().expect("the reader thread panicked");
+        // Capture's error first: apply fails too when capture stopped in the cycle it followed.
         match (trimmed, applied, captured) {
-            (Err(e), _, _) | (_, Err(e), _) | (_, Ok(_), Err(e)) => Err(e),
+            (_, _, Err(e)) | (Err(e), _, _) | (_, Err(e), _) => Err(e),
             (Ok(()), Ok(status), Ok(())) => Ok(status),
         }
     })
@@ -374,7 +379,7 @@ fn drain_batch(
     let (reply, mut chunks) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
     let request = ReadRequest {
         after,
-        through: through.end_seq,
+        through: Some(*through),
         tables: setup.apply_tables.clone(),
         reply,
     };
@@ -388,14 +393,16 @@ fn drain_batch(
     } = setup;
     std::thread::scope(|s| {
         let log: &dyn ChangeLog = log;
-        s.spawn(move || reader::read_chunks(log, &request, DEFAULT_BATCH_CHANGES, config.convert));
+        let ended = AtomicBool::new(true);
+        s.spawn(move || {
+            reader::read_chunks(log, &request, DEFAULT_BATCH_CHANGES, config.convert, &ended)
+        });
         let applied = runtime.block_on(apply_chunks(
             client,
             staging,
             &config.schema,
             apply_tables,
             after,
-            through,
             &mut chunks,
         ));
         drop(chunks);
@@ -566,6 +573,18 @@ struct ApplyContext<'a> {
 }
 
 impl ApplyContext<'_> {
+    /// Whether apply should start on the capture cycle still being written after `applied`
+    /// rather than wait for its boundary: only once capture settled at its position (a resumed
+    /// capture first discards what a crash left past its last boundary), and only for a large
+    /// cycle (at least a batch of change seqs), so small cycles keep their usual batching.
+    fn open_cycle_to_follow(&self, applied: u64) -> Result<bool> {
+        if !self.schema.settled.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let newest = self.log.last_change_seq()?.unwrap_or(0);
+        Ok(newest >= applied.saturating_add(self.opts.batch_changes as u64))
+    }
+
     /// `--catch-up` ends once everything committed when sync started is applied (even while the
     /// application keeps writing: it must not chase the writer), and capture reads with the
     /// source's current definitions (a schema change made before sync started is applied too).
@@ -632,19 +651,23 @@ async fn apply_loop(
         if ctx.caught_up(status.applied_seq) {
             break;
         }
-        if bounds.is_empty() {
+        let through = if bounds.is_empty() {
             if ctx.capture_failed.load(Ordering::SeqCst) || ctx.stop.load(Ordering::SeqCst) {
                 break;
             }
-            let _ = ctx.wake.recv_timeout(Duration::from_millis(50));
-            continue;
-        }
+            if !ctx.open_cycle_to_follow(status.applied_seq)? {
+                let _ = ctx.wake.recv_timeout(Duration::from_millis(50));
+                continue;
+            }
+            None
+        } else {
+            Some(batch_end(&bounds, ctx.opts.batch_changes))
+        };
         let batch_started = Instant::now();
-        let through = batch_end(&bounds, ctx.opts.batch_changes);
         let (reply, mut chunks) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
         let request = ReadRequest {
             after: status.applied_seq,
-            through: through.end_seq,
+            through,
             tables: tables.clone(),
             reply,
         };
@@ -660,7 +683,6 @@ async fn apply_loop(
             &ctx.config.schema,
             &tables,
             status.applied_seq,
-            &through,
             &mut chunks,
         )
         .await;
@@ -668,7 +690,7 @@ async fn apply_loop(
         let stats = match applied {
             Ok(stats) => stats,
             Err(e) if e.is_transient() && !ctx.stop.load(Ordering::SeqCst) => {
-                tracing::warn!(error = %e, seq = through.end_seq, "apply failed transiently; reconnecting");
+                tracing::warn!(error = %e, seq = status.applied_seq, "apply failed transiently; reconnecting");
                 status.last_error = Some(LastError::now(&e));
                 status.applied_seq = reconnect(client, ctx).await?;
                 staging = StagingTables::default();
@@ -679,6 +701,9 @@ async fn apply_loop(
         };
         crate::fault::hit(crate::fault::SYNC_AFTER_APPLY_COMMIT);
         let apply_ms = ms_since(batch_started);
+        let through = stats
+            .through
+            .expect("a committed batch names the boundary it reached");
         // The reader trims before it reads the next batch (after this commit, in order).
         let _ = ctx.reader.send(Job::Trim(through.end_seq));
         status.verification_mismatches += repair(ctx, &stats.mismatches)?;
@@ -695,6 +720,7 @@ async fn apply_loop(
         }
         tracing::debug!(
             seq = through.end_seq,
+            followed = bounds.is_empty(),
             changes = stats.changes,
             chunks = stats.chunks,
             upserted = stats.upserted,

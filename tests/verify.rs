@@ -11,7 +11,7 @@ use sqlite2pg::change::{Boundary, Change, RawValue};
 use sqlite2pg::convert::ConvertOptions;
 use sqlite2pg::source::introspect::read_schema;
 use sqlite2pg::target::apply::{
-    apply_batch, apply_chunks, prepare_chunk, ApplyTable, StagingTables,
+    apply_batch, apply_chunks, prepare_chunk, ApplyTable, BatchPiece, StagingTables,
 };
 use sqlite2pg::target::mapping::map_table;
 use sqlite2pg::target::state::{init_sync_position, sync_position};
@@ -387,21 +387,12 @@ fn a_chunk_stream_that_ends_early_commits_nothing() {
         init_sync_position(&client, 0).await.unwrap();
         let chunk = prepare_chunk(&tables, changes.clone(), ConvertOptions::default());
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-        tx.try_send(chunk.map(Some)).unwrap();
+        tx.try_send(chunk.map(BatchPiece::Chunk)).unwrap();
         drop(tx);
-        let through = boundary(&changes);
         let mut staging = StagingTables::default();
-        apply_chunks(
-            &mut client,
-            &mut staging,
-            SCHEMA,
-            &tables,
-            0,
-            &through,
-            &mut rx,
-        )
-        .await
-        .expect_err("a stream without its end marker must not commit")
+        apply_chunks(&mut client, &mut staging, SCHEMA, &tables, 0, &mut rx)
+            .await
+            .expect_err("a stream without its end marker must not commit")
     });
     assert!(
         err.to_string().contains("before the end of the batch"),
@@ -536,15 +527,15 @@ async fn stream(
 ) -> sqlite2pg::Result<sqlite2pg::target::apply::BatchStats> {
     let chunk = prepare_chunk(tables, changes.to_vec(), ConvertOptions::default());
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
-    tx.try_send(chunk.map(Some)).unwrap();
+    tx.try_send(chunk.map(BatchPiece::Chunk)).unwrap();
     if complete {
-        tx.try_send(Ok(None)).unwrap();
+        let through = Boundary {
+            end_seq: after + changes.len() as u64,
+            committed_at: 0.0,
+            changes: changes.len() as u64,
+        };
+        tx.try_send(Ok(BatchPiece::End(through))).unwrap();
     }
     drop(tx);
-    let through = Boundary {
-        end_seq: after + changes.len() as u64,
-        committed_at: 0.0,
-        changes: changes.len() as u64,
-    };
-    apply_chunks(client, staging, SCHEMA, tables, after, &through, &mut rx).await
+    apply_chunks(client, staging, SCHEMA, tables, after, &mut rx).await
 }

@@ -82,9 +82,20 @@ impl ApplyTable {
     }
 }
 
+/// What apply receives for one batch, in order: its chunks, then its end.
+#[derive(Debug)]
+pub enum BatchPiece {
+    /// Changes of the batch, converted and encoded ([`prepare_chunk`]).
+    Chunk(PreparedChunk),
+    /// The end of the batch: the consistent source state it reaches, committed with it.
+    End(Boundary),
+}
+
 /// What one batch did.
 #[derive(Debug, Clone, Default)]
 pub struct BatchStats {
+    /// The position the batch reached (committed with it); `None` only before it committed.
+    pub through: Option<Boundary>,
     pub changes: u64,
     pub upserted: u64,
     pub deleted: u64,
@@ -115,44 +126,33 @@ pub async fn apply_batch(
     opts: ConvertOptions,
 ) -> Result<BatchStats> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
-    let chunk = prepare_chunk(tables, changes.to_vec(), opts).map(Some);
-    for message in [chunk, Ok(None)] {
+    let chunk = prepare_chunk(tables, changes.to_vec(), opts).map(BatchPiece::Chunk);
+    for message in [chunk, Ok(BatchPiece::End(*through))] {
         tx.try_send(message)
             .expect("a fresh channel of capacity 2 takes two messages");
     }
     let mut staging = StagingTables::default();
-    apply_chunks(
-        client,
-        &mut staging,
-        schema,
-        tables,
-        after,
-        through,
-        &mut rx,
-    )
-    .await
+    apply_chunks(client, &mut staging, schema, tables, after, &mut rx).await
 }
 
-/// Applies one batch that arrives in chunks (each prepared with [`prepare_chunk`] from the
-/// same `tables`, in seq order, then `Ok(None)` for the end of the batch: a channel that closes
-/// before it fails the batch, never commits part of it) in ONE transaction with the
-/// position `through.end_seq`: per chunk and table, deletes then upserts (set-based, from
-/// staging tables), then re-reads the chunk's keys inside the transaction and compares them
-/// with the images (continuous verification; mismatches are returned, not fatal). Applying the
-/// chunks in seq order leaves what applying the whole batch at once would, and only a chunk or
-/// two is in memory at a time, however large the source transaction. Foreign keys are checked
-/// at commit. `Ok`: committed; `Err`: nothing of the batch is committed.
+/// Applies one batch that arrives in pieces (chunks prepared with [`prepare_chunk`] from the
+/// same `tables`, in seq order, then [`BatchPiece::End`] with the boundary the batch reaches:
+/// a channel that closes before it fails the batch, never commits part of it) in ONE
+/// transaction with that boundary's position: per chunk and table, deletes then upserts
+/// (set-based, from staging tables), then re-reads the chunk's keys inside the transaction and
+/// compares them with the images (continuous verification; mismatches are returned, not fatal).
+/// Applying the chunks in seq order leaves what applying the whole batch at once would, and
+/// only a chunk or two is in memory at a time, however large the source transaction. Foreign
+/// keys are checked at commit. `Ok`: committed; `Err`: nothing of the batch is committed.
 pub async fn apply_chunks(
     client: &mut Client,
     staging: &mut StagingTables,
     schema: &str,
     tables: &[ApplyTable],
     after: u64,
-    through: &Boundary,
-    chunks: &mut tokio::sync::mpsc::Receiver<Result<Option<PreparedChunk>>>,
+    pieces: &mut tokio::sync::mpsc::Receiver<Result<BatchPiece>>,
 ) -> Result<BatchStats> {
-    let applied =
-        apply_in_transaction(client, staging, schema, tables, after, through, chunks).await;
+    let applied = apply_in_transaction(client, staging, schema, tables, after, pieces).await;
     staging.end_transaction(applied.is_ok());
     applied
 }
@@ -163,8 +163,7 @@ async fn apply_in_transaction(
     schema: &str,
     tables: &[ApplyTable],
     after: u64,
-    through: &Boundary,
-    chunks: &mut tokio::sync::mpsc::Receiver<Result<Option<PreparedChunk>>>,
+    pieces: &mut tokio::sync::mpsc::Receiver<Result<BatchPiece>>,
 ) -> Result<BatchStats> {
     let mut stats = BatchStats::default();
     let tx = client
@@ -183,8 +182,8 @@ async fn apply_in_transaction(
         .map_err(pg_err("defer constraints", None))?;
     let mut timing = Timing::default();
     let mut waited = std::time::Instant::now();
-    let mut next = next_chunk(chunks).await?;
-    while let Some(chunk) = next {
+    let mut next = next_piece(pieces).await?;
+    while let BatchPiece::Chunk(chunk) = next {
         timing.wait += waited.elapsed();
         stats.chunks += 1;
         stats.largest_chunk = stats.largest_chunk.max(chunk.len() as u64);
@@ -201,10 +200,22 @@ async fn apply_in_transaction(
         .await?;
         drop(chunk);
         waited = std::time::Instant::now();
-        next = next_chunk(chunks).await?;
-        if next.is_some() {
+        next = next_piece(pieces).await?;
+        if matches!(next, BatchPiece::Chunk(_)) {
             crate::fault::hit(crate::fault::SYNC_MID_CHUNKED_APPLY);
         }
+    }
+    let BatchPiece::End(through) = next else {
+        unreachable!("the loop above ends only at the end of the batch")
+    };
+    if through.end_seq <= after {
+        return Err(Error::Data {
+            table: "sqlite2pg.sync_state".into(),
+            reason: format!(
+                "a batch after position {after} ends at {}, not past it",
+                through.end_seq
+            ),
+        });
     }
     crate::fault::hit(crate::fault::SYNC_MID_APPLY);
     advance_sync_position(
@@ -218,6 +229,7 @@ async fn apply_in_transaction(
     tx.commit()
         .await
         .map_err(pg_err("commit the apply transaction", None))?;
+    stats.through = Some(through);
     tracing::debug!(
         chunks = stats.chunks,
         largest_chunk = stats.largest_chunk,
@@ -231,12 +243,12 @@ async fn apply_in_transaction(
     Ok(stats)
 }
 
-/// The next chunk of the batch; `None` at its end. A channel closed before the end (the reader
-/// stopped or failed) is an error, so a partial batch is never committed as the whole.
-async fn next_chunk(
-    chunks: &mut tokio::sync::mpsc::Receiver<Result<Option<PreparedChunk>>>,
-) -> Result<Option<PreparedChunk>> {
-    chunks.recv().await.unwrap_or_else(|| {
+/// The next piece of the batch. A channel closed before the end (the reader stopped or failed)
+/// is an error, so a partial batch is never committed as the whole.
+async fn next_piece(
+    pieces: &mut tokio::sync::mpsc::Receiver<Result<BatchPiece>>,
+) -> Result<BatchPiece> {
+    pieces.recv().await.unwrap_or_else(|| {
         Err(Error::Data {
             table: "(sync)".into(),
             reason: "the change-log reader stopped before the end of the batch".into(),
