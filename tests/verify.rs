@@ -161,16 +161,11 @@ fn execute(db: &TestDb, sql: &str) {
 
 #[test]
 fn identical_rows_verify_clean_and_tampering_names_exactly_the_keys_and_columns() {
-    let dir = temp_dir();
-    let src = source(dir.path(), 20);
-    let db = TestDb::new();
-    snapshot(&src, &db, &options()).expect("snapshot");
-    let tables = apply_tables(&src, &db);
+    let (_dir, db, tables, conn) = snapshotted(20);
     assert!(
         tables[0].map.columns.iter().any(|c| c.generated),
         "the generated column stays generated in PostgreSQL, so it is compared as computed there"
     );
-    let conn = Connection::open(&src).unwrap();
     let mut changes = all_changes(&conn, 1..=20);
     changes.push(change(&conn, "items", item_key(100))); // deleted: no row on either side
     assert_eq!(verify(&db, &tables, &changes), []);
@@ -234,12 +229,7 @@ fn identical_rows_verify_clean_and_tampering_names_exactly_the_keys_and_columns(
 
 #[test]
 fn an_image_that_would_be_quarantined_must_have_no_row() {
-    let dir = temp_dir();
-    let src = source(dir.path(), 3);
-    let db = TestDb::new();
-    snapshot(&src, &db, &options()).expect("snapshot");
-    let tables = apply_tables(&src, &db);
-    let conn = Connection::open(&src).unwrap();
+    let (_dir, db, tables, conn) = snapshotted(3);
     let mut misfit = change(&conn, "items", item_key(1));
     misfit.image.as_mut().unwrap()[2] = RawValue::Text(b"abc".to_vec());
     let found = verify(&db, &tables, std::slice::from_ref(&misfit));
@@ -257,12 +247,7 @@ fn an_image_that_would_be_quarantined_must_have_no_row() {
 
 #[test]
 fn a_batch_applied_by_sync_verifies_clean() {
-    let dir = temp_dir();
-    let src = source(dir.path(), 10);
-    let db = TestDb::new();
-    snapshot(&src, &db, &options()).expect("snapshot");
-    let tables = apply_tables(&src, &db);
-    let conn = Connection::open(&src).unwrap();
+    let (_dir, db, tables, conn) = snapshotted(10);
     conn.execute_batch(
         "UPDATE items SET name = 'renamed ''x'', ü', price = 0.1, meta = '{\"b\":1,\"a\":[1.50]}' WHERE id = 2;
          DELETE FROM items WHERE id = 3;
@@ -308,12 +293,7 @@ fn a_batch_applied_by_sync_verifies_clean() {
 #[test]
 fn keys_beyond_one_read_are_all_checked() {
     let rows = (MAX_KEYS_PER_READ + MAX_KEYS_PER_READ / 2) as i64;
-    let dir = temp_dir();
-    let src = source(dir.path(), rows);
-    let db = TestDb::new();
-    snapshot(&src, &db, &options()).expect("snapshot");
-    let tables = apply_tables(&src, &db);
-    let conn = Connection::open(&src).unwrap();
+    let (_dir, db, tables, conn) = snapshotted(rows);
     let changes = all_changes(&conn, 1..=rows);
     let started = Instant::now();
     assert_eq!(verify(&db, &tables, &changes), []);
@@ -340,11 +320,7 @@ fn keys_beyond_one_read_are_all_checked() {
 /// what apply writes is caught in the same batch, naming the key and the column.
 #[test]
 fn apply_reports_rows_changed_behind_its_back_within_the_batch() {
-    let dir = temp_dir();
-    let src = source(dir.path(), 10);
-    let db = TestDb::new();
-    snapshot(&src, &db, &options()).expect("snapshot");
-    let tables = apply_tables(&src, &db);
+    let (_dir, db, tables, conn) = snapshotted(10);
     execute(
         &db,
         "CREATE FUNCTION tamper() RETURNS trigger LANGUAGE plpgsql AS
@@ -355,7 +331,6 @@ fn apply_reports_rows_changed_behind_its_back_within_the_batch() {
         "CREATE TRIGGER tamper BEFORE INSERT OR UPDATE ON items \
          FOR EACH ROW EXECUTE FUNCTION tamper()",
     );
-    let conn = Connection::open(&src).unwrap();
     conn.execute_batch("UPDATE items SET price = 9.5 WHERE id IN (4, 5)")
         .unwrap();
     let changes = all_changes(&conn, [4, 5].into_iter());
@@ -373,12 +348,7 @@ fn apply_reports_rows_changed_behind_its_back_within_the_batch() {
 /// thread stopped) must fail, not commit the chunks seen so far with the batch's position.
 #[test]
 fn a_chunk_stream_that_ends_early_commits_nothing() {
-    let dir = temp_dir();
-    let src = source(dir.path(), 10);
-    let db = TestDb::new();
-    snapshot(&src, &db, &options()).expect("snapshot");
-    let tables = apply_tables(&src, &db);
-    let conn = Connection::open(&src).unwrap();
+    let (_dir, db, tables, conn) = snapshotted(10);
     conn.execute_batch("DELETE FROM items WHERE id = 7")
         .unwrap();
     let changes = all_changes(&conn, [7].into_iter());
@@ -401,6 +371,18 @@ fn a_chunk_stream_that_ends_early_commits_nothing() {
     let position: i64 = query(&db, "SELECT applied_seq FROM sqlite2pg.sync_state")[0].get(0);
     assert_eq!(position, 0);
     assert_eq!(count_items(&db, 7), 1, "the deletion must not be committed");
+}
+
+/// A source of `rows` items snapshotted into a fresh database: its directory (keep it alive),
+/// the database, the tables as sync applies them, and a connection to the source.
+fn snapshotted(rows: i64) -> (tempfile::TempDir, TestDb, Vec<ApplyTable>, Connection) {
+    let dir = temp_dir();
+    let src = source(dir.path(), rows);
+    let db = TestDb::new();
+    snapshot(&src, &db, &options()).expect("snapshot");
+    let tables = apply_tables(&src, &db);
+    let conn = Connection::open(&src).unwrap();
+    (dir, db, tables, conn)
 }
 
 fn boundary(changes: &[Change]) -> Boundary {
@@ -443,12 +425,7 @@ fn apply(
 /// one leaves nothing stale for the next batch to trip on.
 #[test]
 fn staging_tables_are_created_once_per_session_and_survive_a_rolled_back_batch() {
-    let dir = temp_dir();
-    let src = source(dir.path(), 10);
-    let db = TestDb::new();
-    snapshot(&src, &db, &options()).expect("snapshot");
-    let tables = apply_tables(&src, &db);
-    let conn = Connection::open(&src).unwrap();
+    let (_dir, db, tables, conn) = snapshotted(10);
     conn.execute_batch("UPDATE items SET name = 'renamed ' || id WHERE id <= 3")
         .unwrap();
     let updates: Vec<Change> = (1..=3)

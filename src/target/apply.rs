@@ -295,15 +295,7 @@ impl StagingTables {
         n: usize,
         cols: &[usize],
     ) -> (String, Option<String>) {
-        let list: Vec<String> = cols
-            .iter()
-            .map(|&i| quote_pg(&map.columns[i].target))
-            .collect();
-        let definition = format!(
-            "SELECT {} FROM {} WITH NO DATA",
-            list.join(", "),
-            qualified(schema, &map.target)
-        );
+        let definition = staging_definition(schema, map, cols);
         let hash = blake3::hash(definition.as_bytes()).to_hex();
         let name = format!("_s2p_{kind}_{n}_{}", &hash[..8]);
         let sql = if self.used.contains(&name) {
@@ -396,14 +388,9 @@ pub(crate) async fn stage_rows<'r>(
                 reason,
             })?;
     }
-    let list: Vec<String> = cols
-        .iter()
-        .map(|&i| quote_pg(&map.columns[i].target))
-        .collect();
     let create = format!(
-        "CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
-        list.join(", "),
-        qualified(schema, &map.target)
+        "CREATE TEMP TABLE {name} ON COMMIT DROP AS {}",
+        staging_definition(schema, map, cols)
     );
     let data = Bytes::from(encoder.finish());
     stage_encoded(tx, map, name, Some(&create), data).await?;
@@ -412,6 +399,20 @@ pub(crate) async fn stage_rows<'r>(
     tx.batch_execute(&format!("ANALYZE {name}"))
         .await
         .map_err(pg_err("analyze a staging table", Some(&map.source)))
+}
+
+/// The query a staging table of `cols` of `map` is created from: the target's exact column
+/// types, no rows.
+fn staging_definition(schema: &str, map: &TableMap, cols: &[usize]) -> String {
+    let list: Vec<String> = cols
+        .iter()
+        .map(|&i| quote_pg(&map.columns[i].target))
+        .collect();
+    format!(
+        "SELECT {} FROM {} WITH NO DATA",
+        list.join(", "),
+        qualified(schema, &map.target)
+    )
 }
 
 /// Runs `ready` (SQL that creates or empties staging table `name`), then loads `data`, a
