@@ -101,7 +101,7 @@ fn sync_child(
         .args(["--batch-size", BATCH])
         .env("SQLITE2PG_TARGET", db.url_string())
         .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "sqlite2pg::target::apply=debug")
+        .env("RUST_LOG", "sqlite2pg::target::apply=debug,sqlite2pg::pipeline=debug")
         .env_remove(sqlite2pg::fault::FAULT_ENV)
         .stdout(Stdio::null())
         .stderr(File::create(&err_path).unwrap());
@@ -134,10 +134,9 @@ fn count(db: &TestDb, table: &str) -> i64 {
     query(db, &format!("SELECT count(*) FROM public.{table}"))[0].get(0)
 }
 
-/// The value of `field=` in the last line of `log` that has it (ANSI colours removed).
-fn logged(log: &str, field: &str) -> Option<u64> {
-    let plain: String = log
-        .split('\x1b')
+/// `log` with its ANSI colours removed.
+fn plain(log: &str) -> String {
+    log.split('\x1b')
         .enumerate()
         .map(|(i, part)| {
             if i == 0 {
@@ -146,7 +145,12 @@ fn logged(log: &str, field: &str) -> Option<u64> {
                 part.split_once('m').map_or("", |(_, rest)| rest)
             }
         })
-        .collect();
+        .collect()
+}
+
+/// The value of `field=` in the last line of `log` that has it (ANSI colours removed).
+fn logged(log: &str, field: &str) -> Option<u64> {
+    let plain = plain(log);
     let at = plain.rfind(&format!("{field}="))? + field.len() + 1;
     plain[at..]
         .split(|c: char| !c.is_ascii_digit())
@@ -176,6 +180,9 @@ fn a_100k_change_transaction_is_applied_whole_in_bounded_memory() {
     let (chunks, largest) = (logged(&stderr, "chunks"), logged(&stderr, "largest_chunk"));
     assert_eq!(chunks, Some((CHANGES as u64).div_ceil(batch)), "{stderr}");
     assert_eq!(largest, Some(batch), "{stderr}");
+    // Apply started on the cycle while capture was still writing it (it takes far longer than
+    // apply's 50 ms wait between looks), instead of after its boundary.
+    assert!(plain(&stderr).contains("followed=true"), "{stderr}");
     let (small, big) = (small_kib >> 10, big_kib >> 10);
     eprintln!("sync peaked at {small} MiB for 1k changes, {big} MiB for {CHANGES} changes");
     let bound = (CHANGES as u64 * 1536) >> 20;
