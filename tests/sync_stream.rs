@@ -101,7 +101,10 @@ fn sync_child(
         .args(["--batch-size", BATCH])
         .env("SQLITE2PG_TARGET", db.url_string())
         .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "sqlite2pg::target::apply=debug,sqlite2pg::pipeline=debug")
+        .env(
+            "RUST_LOG",
+            "sqlite2pg::target::apply=debug,sqlite2pg::pipeline=debug",
+        )
         .env_remove(sqlite2pg::fault::FAULT_ENV)
         .stdout(Stdio::null())
         .stderr(File::create(&err_path).unwrap());

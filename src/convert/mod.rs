@@ -345,13 +345,25 @@ fn to_jsonb(v: ValueRef<'_>) -> Result<PgValue, Misfit> {
         };
     }
     let s = utf8_text(v, "JSON")?;
+    check_jsonb_text(s)?;
+    Ok(PgValue::Jsonb(s.to_string()))
+}
+
+/// Whether `s` becomes jsonb as it is: valid JSON without `\u0000` (which jsonb cannot store).
+fn check_jsonb_text(s: &str) -> Result<(), Misfit> {
     if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(s) {
         return misfit(format!("not valid JSON: {e}"));
     }
     if s.contains("\\u0000") || s.contains('\0') {
         return misfit("JSON contains \\u0000, which PostgreSQL jsonb cannot store");
     }
-    Ok(PgValue::Jsonb(s.to_string()))
+    Ok(())
+}
+
+/// Whether text `bytes` convert to jsonb as they are (what [`convert`] would keep verbatim), so
+/// a writer may send them without building a value.
+pub(crate) fn jsonb_text_fits(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes).is_ok_and(|s| check_jsonb_text(s).is_ok())
 }
 
 /// A short, faithful rendering of a SQLite value for messages and reports (text is quoted and

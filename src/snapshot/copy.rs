@@ -16,7 +16,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
 use super::plan::TablePlan;
-use crate::convert::{convert, render, storage_class, ConvertOptions, PgType};
+use crate::convert::{convert, jsonb_text_fits, render, storage_class, ConvertOptions, PgType};
 use crate::error::{Error, Result};
 use crate::source::profile::row_key;
 use crate::source::quote_ident;
@@ -291,7 +291,7 @@ async fn copy_job(
 
 /// Writes the common exact cases straight into the COPY buffer — an integer into bigint, a real
 /// into double precision, valid UTF-8 text without NUL into text (or varchar when it fits), a
-/// blob into bytea, NULL — byte for byte what `convert` then the encoder would write, without
+/// blob into bytea, JSON text that fits jsonb into jsonb, NULL — byte for byte what `convert` then the encoder would write, without
 /// building a value. `Ok(false)`: nothing was written, take the general path (which also finds
 /// and explains misfits).
 fn encode_direct(enc: &mut CopyEncoder, ty: &PgType, v: ValueRef<'_>) -> Result<bool, String> {
@@ -308,6 +308,7 @@ fn encode_direct(enc: &mut CopyEncoder, ty: &PgType, v: ValueRef<'_>) -> Result<
             enc.raw_field(b)?
         }
         (PgType::Bytea, ValueRef::Blob(b)) => enc.raw_field(b)?,
+        (PgType::Jsonb, ValueRef::Text(b)) if jsonb_text_fits(b) => enc.jsonb_text_field(b)?,
         _ => return Ok(false),
     }
     Ok(true)
@@ -354,5 +355,92 @@ fn render_full(v: ValueRef<'_>) -> String {
             b.iter().map(|x| format!("{x:02x}")).collect::<String>()
         ),
         other => render(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What the general path writes for `v`: `convert`, then the encoder; `None` when it does
+    /// not convert (the row would be quarantined).
+    fn general(ty: &PgType, v: ValueRef<'_>) -> Option<Vec<u8>> {
+        let mut enc = CopyEncoder::new();
+        let pg = convert(ty, v, ConvertOptions::default()).ok()?;
+        enc.field(ty, &pg).ok()?;
+        Some(enc.finish())
+    }
+
+    fn direct(ty: &PgType, v: ValueRef<'_>) -> Option<Vec<u8>> {
+        let mut enc = CopyEncoder::new();
+        encode_direct(&mut enc, ty, v)
+            .expect("a direct write fits a COPY field")
+            .then(|| enc.finish())
+    }
+
+    fn types() -> Vec<PgType> {
+        vec![
+            PgType::Bigint,
+            PgType::DoublePrecision,
+            PgType::Text,
+            PgType::Varchar(3),
+            PgType::Bytea,
+            PgType::Jsonb,
+            PgType::Boolean,
+            PgType::Timestamptz,
+        ]
+    }
+
+    /// Text that is often JSON, sometimes almost: valid documents, `\u0000`, NUL, broken UTF-8.
+    fn text() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            any::<Vec<u8>>(),
+            "[a-zé\\\\\"0-9 ,:{}\\[\\]]{0,12}".prop_map(String::into_bytes),
+            (any::<i32>(), "[a-z\\\\]{0,6}").prop_map(|(n, s)| format!(
+                r#"{{"n": {n}, "s": "{s}", "l": [1, 2.5, null, true]}}"#
+            )
+            .into_bytes()),
+            Just(br#"{"a": "\u0000"}"#.to_vec()),
+            Just(b"\"a\0b\"".to_vec()),
+            Just(b"  [1, 2]  ".to_vec()),
+        ]
+    }
+
+    proptest! {
+        /// Whenever the direct path writes a value, it writes exactly what `convert` and the
+        /// encoder would: the same bytes reach PostgreSQL either way, and a value that would
+        /// not convert is never written directly (it must reach the quarantine instead).
+        #[test]
+        fn the_direct_path_writes_what_the_general_path_would(
+            kind in 0..5u8,
+            i in any::<i64>(),
+            f in any::<f64>(),
+            bytes in text(),
+        ) {
+            let v = match kind {
+                0 => ValueRef::Null,
+                1 => ValueRef::Integer(i),
+                2 => ValueRef::Real(f),
+                3 => ValueRef::Text(&bytes),
+                _ => ValueRef::Blob(&bytes),
+            };
+            for ty in types() {
+                if let Some(written) = direct(&ty, v) {
+                    prop_assert_eq!(Some(written), general(&ty, v), "{:?} as {:?}", v, ty);
+                }
+            }
+        }
+    }
+
+    /// The jsonb direct path takes valid JSON as it is and leaves every misfit to `convert`.
+    #[test]
+    fn json_goes_direct_only_when_jsonb_takes_it_verbatim() {
+        let ty = PgType::Jsonb;
+        assert!(direct(&ty, ValueRef::Text(br#"{"a": [1, "x"]}"#)).is_some());
+        for bad in [&br#"{"a": "\u0000"}"#[..], b"\"a\0b\"", b"{\"a\":", b"\xff"] {
+            assert_eq!(direct(&ty, ValueRef::Text(bad)), None, "{bad:?}");
+            assert_eq!(general(&ty, ValueRef::Text(bad)), None, "{bad:?}");
+        }
     }
 }

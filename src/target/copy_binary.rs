@@ -129,6 +129,21 @@ impl CopyEncoder {
         Ok(())
     }
 
+    /// A jsonb field from JSON text the caller already checked fits jsonb
+    /// (`convert::jsonb_text_fits`): the version byte, then the text as it is.
+    pub fn jsonb_text_field(&mut self, json: &[u8]) -> Result<(), String> {
+        let len = i32::try_from(json.len() + 1).map_err(|_| {
+            format!(
+                "a {}-byte value is longer than a COPY field holds",
+                json.len() + 1
+            )
+        })?;
+        self.buf.extend_from_slice(&len.to_be_bytes());
+        self.buf.push(JSONB_VERSION);
+        self.buf.extend_from_slice(json);
+        Ok(())
+    }
+
     /// A NULL field.
     pub fn null_field(&mut self) {
         self.buf.extend_from_slice(&NULL_FIELD);
