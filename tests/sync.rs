@@ -86,6 +86,16 @@ fn handoff_under_a_live_writer_loses_and_duplicates_nothing() {
     assert!(status.changes_applied > 0);
     assert_eq!(status.lag_changes, 0, "lag is 0 when the source is idle");
     assert_identical(&src, &db);
+    // The consumed change rows left the source (the deleter's last pass runs as capture ends),
+    // all but the newest, which keeps seqs from going back.
+    assert_eq!(
+        count_sqlite(&src, "SELECT count(*) FROM _sqlite2pg_changes"),
+        1
+    );
+    assert_eq!(
+        count_sqlite(&src, "SELECT max(seq) FROM _sqlite2pg_changes"),
+        newest_change(&src)
+    );
 }
 
 /// A database with one table per capture hole, snapshotted; returns its path.
