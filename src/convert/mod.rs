@@ -7,6 +7,8 @@
 pub mod datetime;
 pub mod literal;
 pub mod plan;
+#[cfg(test)]
+pub(crate) mod test_values;
 
 use rusqlite::types::ValueRef;
 use serde::{Deserialize, Serialize};
@@ -138,7 +140,7 @@ pub struct ConvertOptions {
 const I64_BOUND: f64 = 9_223_372_036_854_775_808.0;
 
 /// The largest integer magnitude a double represents exactly (2^53).
-const F64_EXACT_INT: i64 = 1 << 53;
+pub(crate) const F64_EXACT_INT: i64 = 1 << 53;
 
 /// Converts one SQLite value into its PostgreSQL value for column type `ty`.
 pub fn convert(ty: &PgType, v: ValueRef<'_>, opts: ConvertOptions) -> Result<PgValue, Misfit> {

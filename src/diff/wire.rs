@@ -16,12 +16,11 @@ use super::canonical::{
     tagged, TAG_BOOL, TAG_BYTEA, TAG_DATE, TAG_FLOAT8, TAG_INT8, TAG_NULL, TAG_NUMERIC, TAG_TEXT,
     TAG_TIMESTAMPTZ,
 };
-use crate::convert::{convert, datetime, ConvertOptions, Misfit, PgType};
+use crate::convert::{convert, datetime, ConvertOptions, Misfit, PgType, F64_EXACT_INT};
 use crate::target::copy_binary::{JSONB_VERSION, NUMERIC_DSCALE_MAX, NUMERIC_NEG, NUMERIC_POS};
 use crate::target::copy_out::{decode_date_field, decode_timestamptz_field, decode_value};
 
 /// The largest integer magnitude a double represents exactly (2^53), as `convert` allows.
-const F64_EXACT_INT: i64 = 1 << 53;
 /// JSON text with fewer brackets than this nests less deeply than serde_json's recursion limit
 /// (128), which `convert` validates with; deeper text takes the general path.
 const SHALLOW_JSON_BRACKETS: usize = 100;
@@ -244,24 +243,9 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::convert::test_values::{all_types, json_text, stored};
     use crate::convert::PgValue;
     use crate::target::copy_binary::encode_value;
-
-    fn all_types() -> Vec<PgType> {
-        vec![
-            PgType::Boolean,
-            PgType::Bigint,
-            PgType::DoublePrecision,
-            PgType::Numeric(None),
-            PgType::Numeric(Some((6, 2))),
-            PgType::Text,
-            PgType::Varchar(3),
-            PgType::Bytea,
-            PgType::Date,
-            PgType::Timestamptz,
-            PgType::Jsonb,
-        ]
-    }
 
     fn general_sqlite(
         ty: &PgType,
@@ -278,78 +262,6 @@ mod tests {
     fn fast_sqlite(ty: &PgType, v: ValueRef<'_>, opts: ConvertOptions) -> Result<Vec<u8>, Misfit> {
         let mut out = vec![0xEE];
         encode_sqlite(&mut out, ty, v, opts).map(|()| out.split_off(1))
-    }
-
-    /// SQLite values as an application stores them: every storage class, with the texts the
-    /// plans read (dates, timestamps, booleans, JSON, numbers) and the ones they refuse.
-    #[derive(Debug, Clone)]
-    enum Stored {
-        Null,
-        Integer(i64),
-        Real(f64),
-        Text(Vec<u8>),
-        Blob(Vec<u8>),
-    }
-
-    impl Stored {
-        fn value_ref(&self) -> ValueRef<'_> {
-            match self {
-                Stored::Null => ValueRef::Null,
-                Stored::Integer(i) => ValueRef::Integer(*i),
-                Stored::Real(f) => ValueRef::Real(*f),
-                Stored::Text(b) => ValueRef::Text(b),
-                Stored::Blob(b) => ValueRef::Blob(b),
-            }
-        }
-    }
-
-    fn stored() -> impl Strategy<Value = Stored> {
-        let texts = prop_oneof![
-            "\\PC{0,5}",
-            "[0-9]{4}-[0-9]{2}-[0-9]{2}",
-            "(19|20|99)[0-9]{2}-(0[1-9]|1[0-3])-(0[1-9]|[1-3][0-9])([ Tt]([01][0-9]|2[0-4]):[0-5][0-9](:[0-6][0-9](\\.[0-9]{1,9})?)?(Z|[+-][01][0-9](:?[0-5][0-9])?)?)?",
-            prop::sample::select(vec!["true", "F", "t", "FALSE", "yes", "0", "1.5", "NaN", "ab\0c", "\"a\"", "{\"b\":1,\"a\":[1.0]}", "[1,", "\"\\u0000\"", "\"\\ud800\"", "1e99999999999999999999", " [1e2 , -0] "])
-                .prop_map(String::from),
-            json_text(),
-            (1..140_usize).prop_map(|depth| format!("{}1{}", "[".repeat(depth), "]".repeat(depth))),
-        ];
-        prop_oneof![
-            Just(Stored::Null),
-            prop_oneof![
-                any::<i64>(),
-                -2..3_i64,
-                Just(F64_EXACT_INT),
-                Just(F64_EXACT_INT + 1),
-                Just(-F64_EXACT_INT - 1),
-                -70_000_000_000..300_000_000_000_i64
-            ]
-            .prop_map(Stored::Integer),
-            prop_oneof![
-                any::<f64>(),
-                Just(0.0),
-                Just(1.0),
-                Just(-0.0),
-                Just(f64::NAN),
-                Just(f64::INFINITY),
-                1_000_000.0..3_000_000.0_f64,
-                -1e3..1e3_f64
-            ]
-            .prop_map(Stored::Real),
-            texts.prop_map(|s| Stored::Text(s.into_bytes())),
-            prop::collection::vec(any::<u8>(), 0..6).prop_map(Stored::Text),
-            prop::collection::vec(any::<u8>(), 0..6).prop_map(Stored::Blob),
-        ]
-    }
-
-    /// JSON as applications write it, and near misses: whitespace, key order, duplicate keys,
-    /// number spellings, escapes, unterminated values.
-    fn json_text() -> impl Strategy<Value = String> {
-        let scalar = r#"(-?(0|[1-9][0-9]{0,2})(\.[0-9]{1,3})?([eE][-+]?[0-9]{1,2})?|"([a-z ]|\\[n"/u]|\\u00e9){0,3}"|true|null|01|\.5)"#;
-        let member = format!(r#""[ab]{{1,2}}" ?: ?({scalar}|\[ ?({scalar},? ?){{0,3}}\])"#);
-        let pattern = format!(
-            r#"[ \n]?(\{{ ?({member}, ?){{0,3}}{member}? ?\}}|\[({scalar}, ?){{0,3}}\]|{scalar})[ \t]?"#
-        );
-        proptest::string::string_regex(&pattern).expect("a valid pattern")
     }
 
     /// A field payload for `ty`: a real value's bytes, or bytes of any length and content.

@@ -361,6 +361,7 @@ fn render_full(v: ValueRef<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::convert::test_values::{all_types, stored};
     use proptest::prelude::*;
 
     /// What the general path writes for `v`: `convert`, then the encoder; `None` when it does
@@ -379,53 +380,14 @@ mod tests {
             .then(|| enc.finish())
     }
 
-    fn types() -> Vec<PgType> {
-        vec![
-            PgType::Bigint,
-            PgType::DoublePrecision,
-            PgType::Text,
-            PgType::Varchar(3),
-            PgType::Bytea,
-            PgType::Jsonb,
-            PgType::Boolean,
-            PgType::Timestamptz,
-        ]
-    }
-
-    /// Text that is often JSON, sometimes almost: valid documents, `\u0000`, NUL, broken UTF-8.
-    fn text() -> impl Strategy<Value = Vec<u8>> {
-        prop_oneof![
-            any::<Vec<u8>>(),
-            "[a-zé\\\\\"0-9 ,:{}\\[\\]]{0,12}".prop_map(String::into_bytes),
-            (any::<i32>(), "[a-z\\\\]{0,6}").prop_map(|(n, s)| format!(
-                r#"{{"n": {n}, "s": "{s}", "l": [1, 2.5, null, true]}}"#
-            )
-            .into_bytes()),
-            Just(br#"{"a": "\u0000"}"#.to_vec()),
-            Just(b"\"a\0b\"".to_vec()),
-            Just(b"  [1, 2]  ".to_vec()),
-        ]
-    }
-
     proptest! {
         /// Whenever the direct path writes a value, it writes exactly what `convert` and the
         /// encoder would: the same bytes reach PostgreSQL either way, and a value that would
         /// not convert is never written directly (it must reach the quarantine instead).
         #[test]
-        fn the_direct_path_writes_what_the_general_path_would(
-            kind in 0..5u8,
-            i in any::<i64>(),
-            f in any::<f64>(),
-            bytes in text(),
-        ) {
-            let v = match kind {
-                0 => ValueRef::Null,
-                1 => ValueRef::Integer(i),
-                2 => ValueRef::Real(f),
-                3 => ValueRef::Text(&bytes),
-                _ => ValueRef::Blob(&bytes),
-            };
-            for ty in types() {
+        fn the_direct_path_writes_what_the_general_path_would(stored in stored()) {
+            let v = stored.value_ref();
+            for ty in all_types() {
                 if let Some(written) = direct(&ty, v) {
                     prop_assert_eq!(Some(written), general(&ty, v), "{:?} as {:?}", v, ty);
                 }
