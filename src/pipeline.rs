@@ -181,14 +181,19 @@ fn sync_until_stopped(
     };
     let captured = AtomicU64::new(0);
     let capture_failed = AtomicBool::new(false);
-    let capture_ended = AtomicBool::new(false);
     let (wake_tx, wake_rx) = crossbeam_channel::unbounded::<()>();
     let (read_tx, read_rx) = crossbeam_channel::unbounded::<Job>();
     std::thread::scope(|s| {
         let log_ref: &dyn ChangeLog = &log;
-        let ended = &capture_ended;
+        let failed = &capture_failed;
         let reader = s.spawn(move || {
-            reader::serve(log_ref, &read_rx, opts.batch_changes, config.convert, ended)
+            reader::serve(
+                log_ref,
+                &read_rx,
+                opts.batch_changes,
+                config.convert,
+                failed,
+            )
         });
         let capture = s.spawn(|| {
             let r = capture_loop(
@@ -203,7 +208,6 @@ fn sync_until_stopped(
             if r.is_err() {
                 capture_failed.store(true, Ordering::SeqCst);
             }
-            capture_ended.store(true, Ordering::SeqCst);
             drop(wake_tx);
             r
         });
@@ -393,9 +397,16 @@ fn drain_batch(
     } = setup;
     std::thread::scope(|s| {
         let log: &dyn ChangeLog = log;
-        let ended = AtomicBool::new(true);
+        // `through` is known, so the reader never waits for capture.
+        let capture_failed = AtomicBool::new(false);
         s.spawn(move || {
-            reader::read_chunks(log, &request, DEFAULT_BATCH_CHANGES, config.convert, &ended)
+            reader::read_chunks(
+                log,
+                &request,
+                DEFAULT_BATCH_CHANGES,
+                config.convert,
+                &capture_failed,
+            )
         });
         let applied = runtime.block_on(apply_chunks(
             client,

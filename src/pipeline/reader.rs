@@ -41,18 +41,19 @@ pub(crate) enum Job {
 }
 
 /// Serves jobs until every sender is dropped. `Err`: a trim failed (the thread then stops, so
-/// apply's next request fails and sync ends with this error). `capture_ended` tells a reader
-/// following an open cycle that its boundary will never come.
+/// apply's next request fails and sync ends with this error). `capture_failed` tells a reader
+/// following an open cycle that its boundary will never come (capture leaves a cycle open only
+/// when it fails: stopping, it ends between cycles).
 pub(crate) fn serve(
     log: &dyn ChangeLog,
     jobs: &Receiver<Job>,
     chunk_changes: usize,
     opts: ConvertOptions,
-    capture_ended: &AtomicBool,
+    capture_failed: &AtomicBool,
 ) -> Result<()> {
     for job in jobs {
         match job {
-            Job::Read(request) => read_chunks(log, &request, chunk_changes, opts, capture_ended),
+            Job::Read(request) => read_chunks(log, &request, chunk_changes, opts, capture_failed),
             Job::Trim(through) => {
                 let trimming = std::time::Instant::now();
                 log.trim_through(through)?;
@@ -74,7 +75,7 @@ pub(crate) fn read_chunks(
     request: &ReadRequest,
     chunk_changes: usize,
     opts: ConvertOptions,
-    capture_ended: &AtomicBool,
+    capture_failed: &AtomicBool,
 ) {
     let chunk_changes = chunk_changes.max(1);
     let mut buf: Vec<Change> = Vec::with_capacity(chunk_changes.min(1 << 16));
@@ -96,7 +97,7 @@ pub(crate) fn read_chunks(
         Some(through) => log
             .for_each_in(request.after, through.end_seq, &mut |c| send(Some(c)))
             .map(|()| through),
-        None => read_open_cycle(log, request.after, capture_ended, &mut |c| send(Some(c))),
+        None => read_open_cycle(log, request.after, capture_failed, &mut |c| send(Some(c))),
     };
     let rest = read.and_then(|through| send(None).map(|()| through));
     match rest {
@@ -119,12 +120,12 @@ const FOLLOW_POLL: Duration = Duration::from_millis(2);
 /// up to it was passed to `f`. Only changes of this one cycle are read: the newest seq is taken
 /// *before* checking that no boundary is past `after`, so every change up to it was appended
 /// before capture ended the cycle (capture appends the next cycle only after committing this
-/// one's boundary). The count read is checked against the boundary's. Fails when capture ended
-/// (failed) without committing the boundary.
+/// one's boundary). The count read is checked against the boundary's. Fails when capture
+/// failed without committing the boundary.
 fn read_open_cycle(
     log: &dyn ChangeLog,
     after: u64,
-    capture_ended: &AtomicBool,
+    capture_failed: &AtomicBool,
     f: &mut dyn FnMut(Change) -> Result<()>,
 ) -> Result<Boundary> {
     let mut cursor = after;
@@ -152,10 +153,10 @@ fn read_open_cycle(
             }
             return Ok(b);
         }
-        if capture_ended.load(Ordering::SeqCst) {
+        if capture_failed.load(Ordering::SeqCst) {
             return Err(Error::Data {
                 table: "(sync)".into(),
-                reason: format!("capture stopped before it ended the cycle after seq {after}"),
+                reason: format!("capture failed before it ended the cycle after seq {after}"),
             });
         }
         std::thread::sleep(FOLLOW_POLL);
@@ -208,7 +209,7 @@ mod tests {
         let log = SledChangeLog::open(&dir.path().join("changelog")).unwrap();
         log.append(&[change(1), change(2)]).unwrap();
         log.commit_boundary(&boundary(2, 2)).unwrap();
-        let ended = AtomicBool::new(false);
+        let failed = AtomicBool::new(false);
         // Coalescing leaves gaps in the seqs of a cycle: every third seq is missing.
         let cycle: Vec<u64> = (3..3000).filter(|s| s % 3 != 0).collect();
         let mut read = Vec::new();
@@ -225,7 +226,7 @@ mod tests {
                 log.append(&[change(end + 1), change(end + 2)]).unwrap();
                 log.commit_boundary(&boundary(end + 2, 2)).unwrap();
             });
-            read_open_cycle(&log, 2, &ended, &mut |c| {
+            read_open_cycle(&log, 2, &failed, &mut |c| {
                 read.push(c.seq);
                 Ok(())
             })
@@ -235,21 +236,21 @@ mod tests {
         assert_eq!(read, cycle);
     }
 
-    /// Capture that ends without committing the cycle's boundary (it failed): the reader says
+    /// Capture that failed without committing the cycle's boundary: the reader says
     /// so instead of waiting forever, and apply never gets an end to commit.
     #[test]
-    fn a_cycle_capture_never_ended_is_an_error() {
+    fn a_cycle_capture_failed_in_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let log = SledChangeLog::open(&dir.path().join("changelog")).unwrap();
         log.append(&[change(1), change(2)]).unwrap();
-        let ended = AtomicBool::new(true);
+        let failed = AtomicBool::new(true);
         let mut read = 0;
-        let err = read_open_cycle(&log, 0, &ended, &mut |_| {
+        let err = read_open_cycle(&log, 0, &failed, &mut |_| {
             read += 1;
             Ok(())
         })
         .expect_err("no boundary will come");
-        assert!(err.to_string().contains("capture stopped"), "{err}");
+        assert!(err.to_string().contains("capture failed"), "{err}");
         assert_eq!(read, 2);
     }
 
@@ -261,8 +262,8 @@ mod tests {
         let log = SledChangeLog::open(&dir.path().join("changelog")).unwrap();
         log.append(&[change(1), change(2)]).unwrap();
         log.commit_boundary(&boundary(2, 3)).unwrap();
-        let ended = AtomicBool::new(false);
-        let err = read_open_cycle(&log, 0, &ended, &mut |_| Ok(()))
+        let failed = AtomicBool::new(false);
+        let err = read_open_cycle(&log, 0, &failed, &mut |_| Ok(()))
             .expect_err("3 changes logged, 2 found");
         assert!(err.to_string().contains("logged 3 changes"), "{err}");
     }
