@@ -1,8 +1,9 @@
 //! The durable change log between capture (SQLite side) and apply (PostgreSQL side): a sled
-//! database under `<state dir>/changelog` with three trees — `changes` (one record per captured
+//! database under `<state dir>/changelog` with four trees — `changes` (one record per captured
 //! [`Change`], keyed by its big-endian seq so sled's key order is seq order), `boundaries` (one
-//! [`Boundary`] per consistent source state, keyed by big-endian `end_seq`) and `meta` (how far
-//! the log was trimmed).
+//! [`Boundary`] per consistent source state, keyed by big-endian `end_seq`), `changed` (per table
+//! and key, the seq of the key's latest captured change: what an incremental diff rechecks; it
+//! outlives trims) and `meta` (how far the log was trimmed, and from where `changed` is whole).
 //!
 //! It keeps two promises of DESIGN.md. Promise 2 (exactly-once apply): apply reads whole
 //! boundaries, in seq order, and a boundary is only ever visible together with every change up to
@@ -24,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::change::{Boundary, Change};
+use crate::change::{Boundary, Change, RawValue};
 use crate::error::{Error, Result};
 use crate::fault;
 
@@ -76,6 +77,23 @@ pub trait ChangeLog: Send + Sync {
 
     /// Entries and approximate bytes on disk, for status and metrics.
     fn size(&self) -> Result<ChangeLogSize>;
+
+    /// Calls `f` with every key of `table` that has a change with seq > `after` in this log, and
+    /// that change's seq (the key's latest; in key-encoding order, one key in memory at a time).
+    /// Returns `false` without calling `f` when the log cannot vouch for every such key: it was
+    /// created (or upgraded) after `after`, or the keys were forgotten past it. A key may also be
+    /// listed whose change a resumed capture discarded: rechecking it costs a lookup, not truth.
+    fn changed_keys(
+        &self,
+        table: &str,
+        after: u64,
+        f: &mut dyn FnMut(Vec<RawValue>, u64) -> Result<()>,
+    ) -> Result<bool>;
+
+    /// Forgets the changed keys of `table` with seq <= `through` (a diff found the table
+    /// identical at `through`); later [`ChangeLog::changed_keys`] calls with `after < through`
+    /// return `false`. Durable on `Ok`.
+    fn forget_changed_keys(&self, table: &str, through: u64) -> Result<()>;
 }
 
 /// How big the change log is: entries in it and what its files take on disk.
@@ -89,10 +107,18 @@ pub struct ChangeLogSize {
 const CHANGES_TREE: &str = "changes";
 const BOUNDARIES_TREE: &str = "boundaries";
 const META_TREE: &str = "meta";
+const CHANGED_TREE: &str = "changed";
 /// `meta` key: the highest seq trimmed, big-endian u64.
 const META_TRIMMED_THROUGH: &[u8] = b"trimmed_through";
 /// `meta` key: the newest boundary a trim removed, so `last_boundary` outlives the trim.
 const META_TRIMMED_BOUNDARY: &[u8] = b"trimmed_boundary";
+/// `meta` key: `changed` lists every key changed after this seq (big-endian u64): the capture
+/// position when this tree first opened (0 for a fresh log; a log written by a version without
+/// `changed` vouches only for what it captures from then on).
+const META_CHANGED_FROM: &[u8] = b"changed_from";
+/// `meta` key prefix, followed by a table name: that table's changed keys were forgotten
+/// through this seq (big-endian u64).
+const META_CHANGED_FORGOTTEN: &[u8] = b"changed_forgotten:";
 
 /// sled's page cache. Apply reads changes shortly after capture wrote them, so a cache holding a
 /// few large capture cycles (10k changes of ~200 bytes are 2 MB) serves those reads from memory;
@@ -115,6 +141,7 @@ pub struct SledChangeLog {
     changes: sled::Tree,
     boundaries: sled::Tree,
     meta: sled::Tree,
+    changed: sled::Tree,
     /// Entry counts for `size()`, counted once at open and kept by every insert and remove
     /// (sled's own `len()` scans the whole tree).
     change_count: AtomicU64,
@@ -138,7 +165,8 @@ impl SledChangeLog {
         let changes = db.open_tree(CHANGES_TREE).map_err(fail("open"))?;
         let boundaries = db.open_tree(BOUNDARIES_TREE).map_err(fail("open"))?;
         let meta = db.open_tree(META_TREE).map_err(fail("open"))?;
-        Ok(SledChangeLog {
+        let changed = db.open_tree(CHANGED_TREE).map_err(fail("open"))?;
+        let log = SledChangeLog {
             path: dir.to_path_buf(),
             change_count: AtomicU64::new(changes.len() as u64),
             boundary_count: AtomicU64::new(boundaries.len() as u64),
@@ -147,8 +175,35 @@ impl SledChangeLog {
             changes,
             boundaries,
             meta,
+            changed,
             maintenance: Mutex::new(()),
-        })
+        };
+        if log.meta_seq(META_CHANGED_FROM)?.is_none() {
+            let from = log.last_boundary()?.map_or(0, |b| b.end_seq);
+            log.meta
+                .insert(META_CHANGED_FROM, &from.to_be_bytes()[..])
+                .map_err(log.fail("open"))?;
+            log.flush("open")?;
+        }
+        Ok(log)
+    }
+
+    /// A big-endian u64 kept in `meta`, if set.
+    fn meta_seq(&self, key: &[u8]) -> Result<Option<u64>> {
+        let Some(value) = self.meta.get(key).map_err(self.fail("read"))? else {
+            return Ok(None);
+        };
+        <[u8; 8]>::try_from(&value[..])
+            .map(|b| Some(u64::from_be_bytes(b)))
+            .map_err(|_| {
+                let name = String::from_utf8_lossy(key);
+                let reason = format!("{name} is {} bytes, not 8", value.len());
+                self.corrupt(META_TREE, None, reason)
+            })
+    }
+
+    fn forgotten_key(table: &str) -> Vec<u8> {
+        [META_CHANGED_FORGOTTEN, table.as_bytes()].concat()
     }
 
     fn fail(&self, op: &'static str) -> impl FnOnce(sled::Error) -> Error + '_ {
@@ -257,8 +312,14 @@ impl SledChangeLog {
 
 impl ChangeLog for SledChangeLog {
     fn append(&self, changes: &[Change]) -> Result<()> {
-        let mut buf = Vec::with_capacity(256);
+        let (mut buf, mut key) = (Vec::with_capacity(256), Vec::with_capacity(64));
         for change in changes {
+            // The changed key first: sled recovers a prefix of its writes, so a change that
+            // survives a crash always has its key in `changed`.
+            record::encode_changed_key(&change.table, &change.key, &mut key);
+            self.changed
+                .insert(key.as_slice(), &change.seq.to_be_bytes()[..])
+                .map_err(self.fail("append"))?;
             record::encode_change(change, &mut buf);
             let old = self
                 .changes
@@ -370,19 +431,7 @@ impl ChangeLog for SledChangeLog {
     }
 
     fn trimmed_through(&self) -> Result<u64> {
-        match self
-            .meta
-            .get(META_TRIMMED_THROUGH)
-            .map_err(self.fail("read"))?
-        {
-            None => Ok(0),
-            Some(value) => <[u8; 8]>::try_from(&value[..])
-                .map(u64::from_be_bytes)
-                .map_err(|_| {
-                    let reason = format!("trimmed_through is {} bytes, not 8", value.len());
-                    self.corrupt(META_TREE, None, reason)
-                }),
-        }
+        Ok(self.meta_seq(META_TRIMMED_THROUGH)?.unwrap_or(0))
     }
 
     fn size(&self) -> Result<ChangeLogSize> {
@@ -391,6 +440,77 @@ impl ChangeLog for SledChangeLog {
             boundaries: self.boundary_count.load(Ordering::Relaxed),
             disk_bytes: self.db.size_on_disk().map_err(self.fail("measure"))?,
         })
+    }
+
+    fn changed_keys(
+        &self,
+        table: &str,
+        after: u64,
+        f: &mut dyn FnMut(Vec<RawValue>, u64) -> Result<()>,
+    ) -> Result<bool> {
+        let from = self.meta_seq(META_CHANGED_FROM)?.unwrap_or(u64::MAX);
+        let forgotten = self.meta_seq(&Self::forgotten_key(table))?.unwrap_or(0);
+        if after < from || after < forgotten {
+            return Ok(false);
+        }
+        let mut prefix = Vec::new();
+        record::encode_changed_key(table, &[], &mut prefix);
+        prefix.pop(); // the empty key's value count: the prefix is the table alone
+        for entry in self.changed.scan_prefix(&prefix) {
+            let (key, value) = entry.map_err(self.fail("read"))?;
+            let seq = self.key_seq(CHANGED_TREE, &value)?;
+            if seq <= after {
+                continue;
+            }
+            let values = record::decode_changed_key(&key[prefix.len()..])
+                .map_err(|reason| self.corrupt(CHANGED_TREE, Some(seq), reason))?;
+            f(values, seq)?;
+        }
+        Ok(true)
+    }
+
+    fn forget_changed_keys(&self, table: &str, through: u64) -> Result<()> {
+        let _maintenance = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
+        let key = Self::forgotten_key(table);
+        if self.meta_seq(&key)?.is_some_and(|f| f >= through) {
+            return Ok(());
+        }
+        // The mark first: a crash mid-way leaves keys that are merely rechecked.
+        self.meta
+            .insert(key, &through.to_be_bytes()[..])
+            .map_err(self.fail("forget"))?;
+        let mut prefix = Vec::new();
+        record::encode_changed_key(table, &[], &mut prefix);
+        prefix.pop();
+        let mut stale = Vec::with_capacity(REMOVE_CHUNK);
+        for entry in self.changed.scan_prefix(&prefix) {
+            let (key, value) = entry.map_err(self.fail("forget"))?;
+            if self.key_seq(CHANGED_TREE, &value)? <= through {
+                stale.push(key);
+            }
+            if stale.len() == REMOVE_CHUNK {
+                self.remove_changed(&mut stale)?;
+            }
+        }
+        self.remove_changed(&mut stale)?;
+        self.flush("forget")
+    }
+}
+
+impl SledChangeLog {
+    /// Removes `keys` from `changed` unless a change appended since re-recorded them (compare
+    /// and swap on the seq read), then flushes.
+    fn remove_changed(&self, keys: &mut Vec<sled::IVec>) -> Result<()> {
+        for key in keys.drain(..) {
+            if let Some(seq) = self.changed.get(&key).map_err(self.fail("forget"))? {
+                // A failed swap means capture re-recorded the key: keep it.
+                let _ = self
+                    .changed
+                    .compare_and_swap(&key, Some(seq), None as Option<&[u8]>)
+                    .map_err(self.fail("forget"))?;
+            }
+        }
+        self.flush("forget")
     }
 }
 
@@ -462,6 +582,19 @@ impl<L: ChangeLog> ChangeLog for FaultyChangeLog<L> {
     fn size(&self) -> Result<ChangeLogSize> {
         self.inner.size()
     }
+
+    fn changed_keys(
+        &self,
+        table: &str,
+        after: u64,
+        f: &mut dyn FnMut(Vec<RawValue>, u64) -> Result<()>,
+    ) -> Result<bool> {
+        self.inner.changed_keys(table, after, f)
+    }
+
+    fn forget_changed_keys(&self, table: &str, through: u64) -> Result<()> {
+        self.inner.forget_changed_keys(table, through)
+    }
 }
 
 /// The on-disk record format, version 1. Compact and binary, so blobs are stored as they are:
@@ -477,6 +610,7 @@ impl<L: ChangeLog> ChangeLog for FaultyChangeLog<L> {
 ///           | 0x04 bytes             Blob
 /// bytes    := len:varint byte*
 /// boundary := 0x01 end_seq:u64le committed_at:f64-bits-le changes:u64le
+/// changed  := table:bytes key:values   (a `changed` tree key; its value is the seq, u64be)
 /// ```
 ///
 /// The seq is the record's key (big-endian u64), not part of the value. Decoding checks every
@@ -528,6 +662,22 @@ mod record {
             key,
             image,
         })
+    }
+
+    /// A `changed` key: the table, then the key values; a table's keys share the table's
+    /// encoding (minus the final value count of an empty key) as their prefix.
+    pub(super) fn encode_changed_key(table: &str, key: &[RawValue], out: &mut Vec<u8>) {
+        out.clear();
+        put_bytes(out, table.as_bytes());
+        put_values(out, key);
+    }
+
+    /// The key values of a `changed` key, after its table prefix.
+    pub(super) fn decode_changed_key(bytes: &[u8]) -> Decoded<Vec<RawValue>> {
+        let mut r = Reader { rest: bytes };
+        let key = r.values("key")?;
+        r.finish()?;
+        Ok(key)
     }
 
     pub(super) fn encode_boundary(boundary: &Boundary) -> [u8; BOUNDARY_LEN] {
@@ -711,7 +861,6 @@ fn open_db(dir: &Path) -> sled::Result<sled::Db> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::change::RawValue;
     use proptest::prelude::*;
     use std::io::{BufRead, Write};
     use std::process::{Command, Stdio};
@@ -1376,5 +1525,101 @@ mod tests {
             latencies[latencies.len() - 1]
         );
         eprintln!("size: {:?}", log.size().unwrap());
+    }
+    fn changed(log: &dyn ChangeLog, table: &str, after: u64) -> Option<Vec<(Vec<RawValue>, u64)>> {
+        let mut out = Vec::new();
+        let whole = log
+            .changed_keys(table, after, &mut |k, seq| {
+                out.push((k, seq));
+                Ok(())
+            })
+            .unwrap();
+        whole.then_some(out)
+    }
+
+    #[test]
+    fn changed_keys_outlive_the_trim_keep_the_latest_seq_and_can_be_forgotten() {
+        let (_dir, log) = open_temp();
+        let text = |s: &str| RawValue::Text(s.as_bytes().to_vec());
+        let on = |seq, table: &str, key: Vec<RawValue>| Change {
+            seq,
+            table: table.into(),
+            key,
+            image: None,
+        };
+        // "t" and "t2" share a prefix of their names, not of their encodings.
+        log.append(&[
+            on(1, "t", vec![RawValue::Integer(7)]),
+            on(2, "t2", vec![text("x"), RawValue::Null]),
+            on(3, "t", vec![RawValue::Integer(8)]),
+        ])
+        .unwrap();
+        log.commit_boundary(&boundary(3, 3)).unwrap();
+        log.append(&[on(4, "t", vec![RawValue::Integer(7)])])
+            .unwrap();
+        log.commit_boundary(&boundary(4, 1)).unwrap();
+        log.trim_through(4).unwrap();
+
+        let mut t = changed(&log, "t", 0).unwrap();
+        t.sort_by_key(|(_, seq)| *seq);
+        assert_eq!(
+            t,
+            vec![
+                (vec![RawValue::Integer(8)], 3),
+                (vec![RawValue::Integer(7)], 4)
+            ]
+        );
+        assert_eq!(
+            changed(&log, "t", 3).unwrap(),
+            vec![(vec![RawValue::Integer(7)], 4)]
+        );
+        assert_eq!(
+            changed(&log, "t2", 0).unwrap(),
+            vec![(vec![text("x"), RawValue::Null], 2)]
+        );
+        assert_eq!(changed(&log, "nope", 0).unwrap(), vec![]);
+
+        log.forget_changed_keys("t", 3).unwrap();
+        assert_eq!(
+            changed(&log, "t", 2),
+            None,
+            "forgotten past 2: cannot vouch"
+        );
+        assert_eq!(
+            changed(&log, "t", 3).unwrap(),
+            vec![(vec![RawValue::Integer(7)], 4)]
+        );
+        assert_eq!(
+            changed(&log, "t2", 0).unwrap().len(),
+            1,
+            "other tables untouched"
+        );
+
+        // Reopened, the log still vouches from 0: it recorded every change it ever held.
+        let dir = log.path.clone();
+        drop(log);
+        let log = SledChangeLog::open(&dir).unwrap();
+        assert_eq!(changed(&log, "t2", 0).unwrap().len(), 1);
+        assert_eq!(changed(&log, "t", 2), None);
+    }
+
+    #[test]
+    fn a_log_without_changed_keys_vouches_only_from_its_upgrade() {
+        let (dir, log) = open_temp();
+        log.append(&[change(5, None)]).unwrap();
+        log.commit_boundary(&boundary(5, 1)).unwrap();
+        // As a log written by a version without `changed`: no mark, no keys.
+        log.meta.remove(META_CHANGED_FROM).unwrap();
+        log.changed.clear().unwrap();
+        log.flush("test").unwrap();
+        drop(log);
+        let log = SledChangeLog::open(&dir.path().join("changelog")).unwrap();
+        assert_eq!(changed(&log, "t", 4), None);
+        assert_eq!(changed(&log, "t", 5).unwrap(), vec![]);
+        log.append(&[change(6, None)]).unwrap();
+        assert_eq!(
+            changed(&log, "t", 5).unwrap(),
+            vec![(vec![RawValue::Integer(6)], 6)]
+        );
     }
 }

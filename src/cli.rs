@@ -236,6 +236,11 @@ pub struct DiffArgs {
     /// Compare only keys in a range: TABLE=LO..HI (single integer keys; repeatable).
     #[arg(long, value_name = "TABLE=LO..HI")]
     pub key_range: Vec<String>,
+    /// Compare only the rows changed since the last diff that found each table identical (the
+    /// sign-off after sync: time in proportion to the changes); tables without such a diff are
+    /// compared whole. Reads sync's change log, so run it with sync stopped.
+    #[arg(long, conflicts_with_all = ["sample", "key_range"])]
+    pub changed: bool,
     /// Target names keep the source's exact case (as snapshot --keep-case created them).
     #[arg(long)]
     pub keep_case: bool,
@@ -412,6 +417,7 @@ fn diff(config: &Config, args: DiffArgs) -> Result<i32> {
         max_differences: args.max_differences,
         sample: args.sample,
         key_ranges: args.key_range,
+        changed: args.changed,
     };
     let report = run_diff(config, &opts)?;
     let (text, default_file) = match args.format {

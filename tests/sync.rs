@@ -169,6 +169,144 @@ fn every_capture_hole_is_replicated() {
     assert_eq!(items, 0);
 }
 
+fn diff_changed(src: &Path, db: &TestDb) -> sqlite2pg::diff::DiffReport {
+    let opts = DiffOptions {
+        changed: true,
+        ..DiffOptions::default()
+    };
+    run_diff(&config(src, db), &opts).expect("diff --changed")
+}
+
+fn table<'r>(
+    report: &'r sqlite2pg::diff::DiffReport,
+    name: &str,
+) -> &'r sqlite2pg::diff::report::TableDiff {
+    report.tables.iter().find(|t| t.table == name).unwrap()
+}
+
+#[test]
+fn diff_changed_compares_only_the_changed_rows_and_finds_what_sync_did_not_write() {
+    let dir = temp_dir();
+    let db = TestDb::new();
+    let src = holes_db(dir.path(), &db);
+    // The snapshot's --validate found every table identical at its handoff seq: that is the
+    // baseline, so with nothing changed since there is nothing to check.
+    let first = diff_changed(&src, &db);
+    assert!(first.identical, "{}", render_text(&first));
+    for t in &first.tables {
+        assert_eq!(
+            (t.mode, t.changed_since.as_ref().map(|c| c.checked_rows)),
+            ("changed", Some(0)),
+            "{}",
+            t.table
+        );
+    }
+    let app = Connection::open(&src).unwrap();
+    app.execute_batch(
+        "DELETE FROM items WHERE id = 2;
+         UPDATE users SET name = 'A2' WHERE id = 1;
+         INSERT OR REPLACE INTO users (id, email, name) VALUES (4, 'b@x', 'evicts 2');
+         UPDATE pairs SET a = 'moved' WHERE a = 'x';",
+    )
+    .unwrap();
+    catch_up(&src, &db);
+    let second = diff_changed(&src, &db);
+    assert!(second.identical, "{}", render_text(&second));
+    let users = table(&second, "users");
+    assert_eq!(users.mode, "changed");
+    // Keys 1 and 4 changed; 2 was evicted without a trigger (the counts cover it).
+    assert_eq!(users.changed_since.as_ref().unwrap().checked_rows, 2);
+    assert_eq!((users.source_rows, users.target_rows), (3, 3));
+    assert_eq!(
+        table(&second, "items")
+            .changed_since
+            .as_ref()
+            .unwrap()
+            .checked_rows,
+        1
+    );
+    // A key change logs the old key and the new one.
+    assert_eq!(
+        table(&second, "pairs")
+            .changed_since
+            .as_ref()
+            .unwrap()
+            .checked_rows,
+        2
+    );
+    assert_eq!(
+        table(&second, "kv")
+            .changed_since
+            .as_ref()
+            .unwrap()
+            .checked_rows,
+        0
+    );
+    let text = render_text(&second);
+    assert!(text.contains("changed rows only: 2 checked"), "{text}");
+
+    // The identical comparison is the new baseline: nothing changed since, nothing to check.
+    let third = diff_changed(&src, &db);
+    assert_eq!(
+        table(&third, "users")
+            .changed_since
+            .as_ref()
+            .unwrap()
+            .checked_rows,
+        0
+    );
+
+    // What sync did not write is found: a changed row altered in PostgreSQL, a change sync has
+    // not captured yet (the writer went on after sync stopped), and a row someone else deleted
+    // in PostgreSQL that no change touched (by the row counts).
+    app.execute_batch(
+        "UPDATE users SET name = 'late' WHERE id = 4; INSERT INTO kv VALUES ('k3', x'03');",
+    )
+    .unwrap();
+    query(&db, "UPDATE items SET label = 'forged' WHERE id = 1");
+    query(&db, "DELETE FROM pairs WHERE a = 'x,y'");
+    app.execute_batch("UPDATE items SET label = 'one' WHERE id = 1;")
+        .unwrap();
+    let fourth = diff_changed(&src, &db);
+    assert!(!fourth.identical);
+    let kinds: Vec<(String, sqlite2pg::diff::report::DiffKind, Vec<String>)> = fourth
+        .differences
+        .iter()
+        .map(|d| (d.table.clone(), d.kind, d.key.clone()))
+        .collect();
+    use sqlite2pg::diff::report::DiffKind::{Missing, Modified};
+    assert!(
+        kinds.contains(&("users".into(), Modified, vec!["4".into()])),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("kv".into(), Missing, vec!["\"k3\"".into()])),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("items".into(), Modified, vec!["1".into()])),
+        "{kinds:?}"
+    );
+    let pairs = table(&fourth, "pairs");
+    assert_eq!(pairs.verdict, "different");
+    assert!(
+        pairs.problems[0].contains("SQLite has 2 rows and PostgreSQL 1"),
+        "{:?}",
+        pairs.problems
+    );
+    // A table that differs loses its baseline: the next comparison of it is whole again.
+    catch_up(&src, &db);
+    let fifth = diff_changed(&src, &db);
+    assert_eq!(table(&fifth, "pairs").mode, "full");
+    assert_eq!(table(&fifth, "pairs").missing, 1);
+    assert_eq!(
+        table(&fifth, "users").mode,
+        "full",
+        "users differed in the fourth diff"
+    );
+    assert!(table(&fifth, "users").is_identical());
+}
+
 #[test]
 fn a_column_dropped_while_sync_was_stopped_stops_it_naming_table_and_column() {
     let dir = temp_dir();

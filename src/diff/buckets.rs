@@ -1,9 +1,10 @@
 //! Bucketed summaries of row hashes: per table, rows are spread over [`BUCKETS`] buckets by the
 //! hash of their key; each bucket keeps a row count and an order-independent sum of row hashes.
-//! Two sides with equal buckets hold the same rows (up to a 2^-128 collision); a second diff
-//! compares buckets first and reads only the rows of buckets that differ. A bucket can be updated
-//! row by row (`add` / `remove`), so sync can keep the source side current from the change log
-//! without rereading the table.
+//! Two sides with equal buckets hold the same rows (up to a 2^-128 collision). They give each
+//! side's fingerprint, `--sample` (the first buckets' rows), and the source's summary saved with a
+//! table's baseline (`diff::baseline`). A bucket can be updated row by row (`add` / `remove`), but
+//! only with the old row's hash, which key-only capture does not have: the sign-off after sync
+//! compares the changed keys instead (see `diff::changed`).
 
 use serde::{Deserialize, Serialize};
 

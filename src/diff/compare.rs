@@ -90,9 +90,9 @@ pub fn diff_table(
         drop(sides);
         let src = src.join().expect("the SQLite reader panicked");
         let tgt = tgt.join().expect("the PostgreSQL reader panicked");
-        merged.and(src).and(tgt)
+        merged.and(tgt).and(src)
     });
-    merged?;
+    diff.source_seq = merged?;
     diff.seconds = started.elapsed().as_secs_f64();
     diff.finish();
     Ok(diff)

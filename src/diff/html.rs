@@ -84,6 +84,12 @@ fn tables(out: &mut String, r: &DiffReport) {
             "bad"
         };
         let mut notes: Vec<String> = t.problems.clone();
+        if let Some(c) = &t.changed_since {
+            notes.push(format!(
+                "changed rows only: {} checked, changed after seq {} (identical at the diff of {})",
+                c.checked_rows, c.baseline_seq, c.baseline_at
+            ));
+        }
         if !t.column_mismatches.is_empty() {
             notes.push(format!(
                 "modified columns: {}",

@@ -7,11 +7,14 @@
 //! `canonical` (encoding, row hash), `wire` (canonical bytes straight from a SQLite value or a
 //! COPY field), `encoded` (ordering and rendering encoded values), `target::mapping` (what is
 //! compared with what), `streams` (both sides read and encoded in parallel), `merge` (the merge
-//! and the hashing), `compare` (one table), `buckets` (summaries that sync keeps current),
-//! `report` / `html` (what the operator reads), `run` (the command).
+//! and the hashing), `compare` (one table), `buckets` (per-table summaries of row hashes),
+//! `baseline` (the last identical comparison of each table) and `changed` (`--changed`: only the
+//! rows changed since it), `report` / `html` (what the operator reads), `run` (the command).
 
+pub mod baseline;
 pub mod buckets;
 pub mod canonical;
+pub mod changed;
 pub mod compare;
 pub mod encoded;
 pub mod html;

@@ -87,6 +87,15 @@ pub struct TableDiff {
     /// `identical` or `different`.
     pub verdict: &'static str,
     pub seconds: f64,
+    /// What was compared: `full` (every row), `sample`, `key_range`, or `changed` (only the rows
+    /// changed since the table's baseline, see `changed_since`; the counts of identical,
+    /// modified, missing and extra rows are then among those rows).
+    pub mode: &'static str,
+    /// The change seq the SQLite read saw: the source's state after exactly the changes up to
+    /// it. `None` when change capture is not installed.
+    pub source_seq: Option<u64>,
+    /// For `changed`: the baseline built on and how many changed rows were checked.
+    pub changed_since: Option<ChangedSince>,
     /// Differences kept for the report (at most `max_differences` over the whole run).
     #[serde(skip)]
     pub differences: Vec<Difference>,
@@ -114,6 +123,9 @@ impl TableDiff {
             target_fingerprint: String::new(),
             verdict: "identical",
             seconds: 0.0,
+            mode: "full",
+            source_seq: None,
+            changed_since: None,
             differences: Vec::new(),
             dropped_differences: 0,
             source_buckets: None,
@@ -140,6 +152,16 @@ impl TableDiff {
             "different"
         };
     }
+}
+
+/// The baseline a `changed` comparison builds on: the last diff that found the table identical.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangedSince {
+    /// When that diff ran, and the change seq its SQLite read saw.
+    pub baseline_at: String,
+    pub baseline_seq: u64,
+    /// Rows whose key changed after `baseline_seq`, each compared on both sides.
+    pub checked_rows: u64,
 }
 
 /// What was compared on the SQLite side.
@@ -206,8 +228,18 @@ pub fn render_text(r: &DiffReport) -> String {
             t.quarantined,
             t.verdict
         );
+        if let Some(c) = &t.changed_since {
+            let _ = writeln!(
+                out,
+                "    changed rows only: {} checked, changed after seq {} (identical at the diff of {}); SQLite read at seq {}",
+                c.checked_rows,
+                c.baseline_seq,
+                c.baseline_at,
+                t.source_seq.unwrap_or(0)
+            );
+        }
         for p in &t.problems {
-            let _ = writeln!(out, "    schema: {p}");
+            let _ = writeln!(out, "    problem: {p}");
         }
         if !t.column_mismatches.is_empty() {
             let cols: Vec<String> = t
@@ -219,11 +251,14 @@ pub fn render_text(r: &DiffReport) -> String {
         }
     }
     for d in &r.differences {
-        let cols: Vec<String> = d
+        let mut cols: Vec<String> = d
             .columns
             .iter()
             .map(|c| format!("{}: {} → {}", c.column, c.source, c.target))
             .collect();
+        if cols.is_empty() {
+            cols.extend(d.note.clone());
+        }
         let _ = writeln!(
             out,
             "  {:?} {} key ({}): {}",

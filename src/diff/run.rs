@@ -4,10 +4,9 @@
 
 use std::time::Instant;
 
-use serde::Serialize;
-
-use super::buckets::TableBuckets;
+use super::baseline::{signature, Baselines, TableBaseline};
 use super::canonical::HASH_VERSION;
+use super::changed::ChangedRead;
 use super::compare::{diff_table, parse_key_ranges, quarantined_keys, selected, TableScope};
 use super::report::{DiffReport, SourcePosition, TableDiff};
 use crate::config::Config;
@@ -31,6 +30,9 @@ pub struct DiffOptions {
     pub sample: Option<f64>,
     /// `table=lo..hi` ranges of single integer keys.
     pub key_ranges: Vec<String>,
+    /// Compare only the rows changed since each table's baseline, where one counts (see
+    /// `diff::changed`); every row of the other tables.
+    pub changed: bool,
 }
 
 impl Default for DiffOptions {
@@ -41,15 +43,9 @@ impl Default for DiffOptions {
             max_differences: DEFAULT_MAX_DIFFERENCES,
             sample: None,
             key_ranges: Vec::new(),
+            changed: false,
         }
     }
-}
-
-/// The source-side bucket summaries, saved so later runs (and sync) can compare buckets first.
-#[derive(Debug, Serialize)]
-struct SavedBuckets<'a> {
-    hash_version: &'static str,
-    tables: Vec<(&'a str, &'a TableBuckets)>,
 }
 
 pub fn run_diff(config: &Config, opts: &DiffOptions) -> Result<DiffReport> {
@@ -63,50 +59,148 @@ pub fn run_diff(config: &Config, opts: &DiffOptions) -> Result<DiffReport> {
         }
     }
     let ranges = parse_key_ranges(&opts.key_ranges)?;
+    if opts.changed && (opts.sample.is_some() || !ranges.is_empty()) {
+        return Err(Error::Config {
+            field: "--changed".into(),
+            reason: "compares the changed rows of whole tables: it does not combine with \
+                     --sample or --key-range"
+                .into(),
+        });
+    }
     let path = config.require_source()?.to_path_buf();
     let url = config.require_target()?;
     let conn = open_read_only(&path)?;
     let schema = read_schema(&conn, &path)?;
     drop(conn);
     let runtime = crate::target::connect::client_runtime()?;
-    let client = runtime.block_on(url.connect())?;
+    let mut client = runtime.block_on(url.connect())?;
+    let state_dir = config.state_dir().ok();
+    let mut baselines = state_dir
+        .as_deref()
+        .map(Baselines::load)
+        .unwrap_or_default();
+    let snapshot = snapshot_fingerprint(config);
+    let changed = if opts.changed {
+        Some(ChangedRead::open(config)?)
+    } else {
+        None
+    };
     let mut tables = Vec::new();
     let mut budget = opts.max_differences;
     for table in selected(&schema, opts.tables.as_deref())? {
-        let mut diff =
-            match runtime.block_on(map_table(&client, &config.schema, table, opts.keep_case))? {
-                None => {
-                    let mut d = TableDiff::new(
-                        &table.name,
-                        "",
-                        vec!["the table does not exist in the target".into()],
-                    );
-                    d.finish();
-                    d
-                }
-                Some(map) if map.key.is_empty() => {
-                    let mut d = TableDiff::new(&table.name, &map.target, map.problems.clone());
-                    d.finish();
-                    d
-                }
-                Some(map) => {
-                    let quarantined = runtime.block_on(quarantined_keys(&client, &table.name))?;
-                    let scope = TableScope {
-                        range: ranges.get(&table.name.to_lowercase()).copied(),
-                        sample: opts.sample,
-                        max_differences: budget,
-                    };
-                    diff_table(config, table, &map, &quarantined, &scope)?
-                }
-            };
+        let mut diff = match runtime.block_on(map_table(
+            &client,
+            &config.schema,
+            table,
+            opts.keep_case,
+        ))? {
+            None => {
+                let mut d = TableDiff::new(
+                    &table.name,
+                    "",
+                    vec!["the table does not exist in the target".into()],
+                );
+                d.finish();
+                d
+            }
+            Some(map) if map.key.is_empty() => {
+                let mut d = TableDiff::new(&table.name, &map.target, map.problems.clone());
+                d.finish();
+                d
+            }
+            Some(map) => {
+                let quarantined = runtime.block_on(quarantined_keys(&client, &table.name))?;
+                let signature = signature(&map, config.convert, snapshot.as_deref());
+                let base = baselines.get(&table.name, &signature);
+                let by_changes = match (&changed, base) {
+                    (Some(read), Some(base)) => read.diff_table(
+                        &runtime,
+                        &mut client,
+                        config,
+                        table,
+                        &map,
+                        base,
+                        &quarantined,
+                        budget,
+                    )?,
+                    _ => None,
+                };
+                let diff = match by_changes {
+                    Some(d) => d,
+                    None => {
+                        if changed.is_some() {
+                            tracing::info!(table = %table.name, "no baseline the change log can build on: comparing every row");
+                        }
+                        let scope = TableScope {
+                            range: ranges.get(&table.name.to_lowercase()).copied(),
+                            sample: opts.sample,
+                            max_differences: budget,
+                        };
+                        let mut d = diff_table(config, table, &map, &quarantined, &scope)?;
+                        d.mode = match (scope.range, scope.sample) {
+                            (Some(_), _) => "key_range",
+                            (None, Some(_)) => "sample",
+                            (None, None) => "full",
+                        };
+                        d
+                    }
+                };
+                keep_baseline(&mut baselines, changed.as_ref(), &diff, signature)?;
+                diff
+            }
+        };
         budget = budget.saturating_sub(diff.differences.len());
-        tracing::info!(table = %diff.table, rows = diff.source_rows, seconds = diff.seconds, verdict = diff.verdict, "compared");
+        tracing::info!(table = %diff.table, rows = diff.source_rows, seconds = diff.seconds, verdict = diff.verdict, mode = diff.mode, "compared");
         diff.finish();
         tables.push(diff);
     }
-    let report = assemble(config, opts, tables, started)?;
-    save_buckets(config, &report)?;
-    Ok(report)
+    if let Ok(dir) = config.ensure_state_dir() {
+        baselines.save(&dir)?;
+    }
+    assemble(config, opts, tables, started)
+}
+
+/// The blake3 of the snapshot this state directory took, if any: a new snapshot makes every
+/// baseline of the old one meaningless.
+fn snapshot_fingerprint(config: &Config) -> Option<String> {
+    config
+        .state_dir()
+        .ok()
+        .and_then(|d| std::fs::read(d.join("snapshot.json")).ok())
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["blake3"].as_str().map(str::to_string))
+}
+
+/// Updates `table`'s baseline from a comparison: an identical whole-table comparison at a known
+/// change seq becomes the baseline (and, for a `changed` one, the change log forgets the keys it
+/// covered); any other whole-table comparison that differs removes it; a sample or key range
+/// leaves it.
+fn keep_baseline(
+    baselines: &mut Baselines,
+    changed: Option<&ChangedRead>,
+    diff: &TableDiff,
+    signature: String,
+) -> Result<()> {
+    if diff.mode != "full" && diff.mode != "changed" {
+        return Ok(());
+    }
+    let Some(source_seq) = diff.source_seq.filter(|_| diff.is_identical()) else {
+        baselines.forget(&diff.table);
+        return Ok(());
+    };
+    baselines.set(TableBaseline {
+        table: diff.table.clone(),
+        signature,
+        source_seq,
+        generated_at: chrono::Utc::now().to_rfc3339(),
+        source_rows: diff.source_rows,
+        target_rows: diff.target_rows,
+        buckets: diff.source_buckets.clone(),
+    });
+    match changed {
+        Some(read) if diff.mode == "changed" => read.forget_through_read(&diff.table),
+        _ => Ok(()),
+    }
 }
 
 fn assemble(
@@ -121,12 +215,7 @@ fn assemble(
         path: path.to_path_buf(),
         source,
     })?;
-    let snapshot_fingerprint = config
-        .state_dir()
-        .ok()
-        .and_then(|d| std::fs::read(d.join("snapshot.json")).ok())
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["blake3"].as_str().map(str::to_string));
+    let snapshot_fingerprint = snapshot_fingerprint(config);
     let mut fp = blake3::Hasher::new_derive_key(HASH_VERSION);
     for t in &tables {
         fp.update(t.table.as_bytes());
@@ -160,29 +249,5 @@ fn assemble(
         max_differences: opts.max_differences,
         differences,
         seconds: started.elapsed().as_secs_f64(),
-    })
-}
-
-fn save_buckets(config: &Config, report: &DiffReport) -> Result<()> {
-    let Ok(dir) = config.ensure_state_dir() else {
-        return Ok(());
-    };
-    let saved = SavedBuckets {
-        hash_version: HASH_VERSION,
-        tables: report
-            .tables
-            .iter()
-            .filter_map(|t| Some((t.table.as_str(), t.source_buckets.as_ref()?)))
-            .collect(),
-    };
-    let path = dir.join("diff-buckets.json");
-    std::fs::write(
-        &path,
-        serde_json::to_vec(&saved).expect("buckets always serialise"),
-    )
-    .map_err(|source| Error::Io {
-        op: "write",
-        path,
-        source,
     })
 }

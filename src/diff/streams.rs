@@ -247,7 +247,9 @@ fn source_sql(map: &TableMap, range: Option<KeyRange>) -> String {
 
 /// Reads the SQLite side in one read transaction and sends batches of encoded rows. Each row's
 /// key as the quarantine records it (`key_json`) is built only for rows with a misfit, or for
-/// every row when `quarantine_keys` (the table has quarantined rows to recognise).
+/// every row when `quarantine_keys` (the table has quarantined rows to recognise). Returns the
+/// change seq the read saw (`None` when capture is not installed): the rows read are the
+/// source's state after exactly the changes up to it.
 pub fn read_source(
     path: &Path,
     map: &TableMap,
@@ -255,7 +257,7 @@ pub fn read_source(
     opts: ConvertOptions,
     quarantine_keys: bool,
     out: BatchSender,
-) -> Result<u64> {
+) -> Result<Option<u64>> {
     let conn = crate::snapshot::copy::open_snapshot(path)?;
     let err = |op| {
         let (path, table) = (path.to_path_buf(), Some(map.source.clone()));
@@ -268,11 +270,13 @@ pub fn read_source(
     };
     conn.execute_batch("BEGIN")
         .map_err(err("begin the diff read"))?;
-    let count = stream_source(&conn, map, range, opts, quarantine_keys, &out)
+    // The first read opens the transaction's snapshot: the seq and the rows are one state.
+    let seq = crate::source::capture::visible_seq(&conn)?;
+    stream_source(&conn, map, range, opts, quarantine_keys, &out)
         .map_err(err("read rows for the diff"))?;
     conn.execute_batch("COMMIT")
         .map_err(err("end the diff read"))?;
-    Ok(count)
+    Ok(seq)
 }
 
 fn stream_source(

@@ -83,6 +83,72 @@ pub fn max_seq(conn: &Connection) -> Result<u64> {
         })
 }
 
+/// The highest change seq visible to `conn`'s current transaction, `None` when capture is not
+/// installed (there is no change table): a read of application rows in the same transaction
+/// reflects exactly the changes up to it.
+pub fn visible_seq(conn: &Connection) -> Result<Option<u64>> {
+    let installed: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE name = '_sqlite2pg_changes'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| source_error("look for the change table", &connection_path(conn), None, e))?;
+    if !installed {
+        return Ok(None);
+    }
+    max_seq(conn).map(Some)
+}
+
+/// The keys of change rows with seq > `after` still in the source's change table (changes no
+/// capture has consumed yet), one per (table, key), as `(table, key)`.
+pub fn logged_keys_after(conn: &Connection, after: u64) -> Result<Vec<(String, Vec<RawValue>)>> {
+    let path = connection_path(conn);
+    let fail = |e| source_error("read the change table", &path, None, e);
+    let mut stmt = conn
+        .prepare("SELECT DISTINCT tbl, key FROM _sqlite2pg_changes WHERE seq > ?1")
+        .map_err(fail)?;
+    let mut rows = stmt.query([seq_param(after)]).map_err(fail)?;
+    let mut keys = Vec::new();
+    while let Some(row) = rows.next().map_err(fail)? {
+        let table =
+            String::from_utf8_lossy(row.get_ref(0).map_err(fail)?.as_bytes().unwrap_or_default())
+                .into_owned();
+        let text = row.get_ref(1).map_err(fail)?.as_bytes().unwrap_or_default();
+        let key = parse_key_bytes(text).map_err(|reason| Error::Data {
+            table: table.clone(),
+            reason: format!(
+                "a change row's key {} cannot be read: {reason}",
+                String::from_utf8_lossy(text)
+            ),
+        })?;
+        keys.push((table, key));
+    }
+    Ok(keys)
+}
+
+/// Reads a table's current rows by key, exactly as capture reads its row images (the incremental
+/// diff uses it, so both agree on what "the row of this key" is).
+pub struct ImageLookup(CapturedTable);
+
+impl ImageLookup {
+    pub fn new(table: &Table) -> Result<ImageLookup> {
+        CapturedTable::new(table).map(ImageLookup)
+    }
+
+    /// The row whose key is exactly `key`, if it exists, in `conn`'s current transaction.
+    pub fn image(&self, conn: &Connection, key: &[RawValue]) -> Result<Option<Vec<RawValue>>> {
+        self.0.read_image(conn, key).map_err(|e| {
+            source_error(
+                "read a row by key",
+                &connection_path(conn),
+                Some(&self.0.name),
+                e,
+            )
+        })
+    }
+}
+
 /// Reads change rows and current row images from the application's database; see the module
 /// docs. Holds its own read-write connection; a read transaction lives only inside one
 /// [`Capturer::capture`] call.

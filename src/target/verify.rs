@@ -28,6 +28,7 @@ use super::mapping::TableMap;
 use crate::change::{Change, RawValue};
 use crate::convert::{convert, render, ConvertOptions, PgValue};
 use crate::diff::canonical::{display, encode_canonical, key_hash, row_hash};
+use crate::diff::report::DiffKind;
 use crate::error::{Error, Result};
 use crate::translate::quote_pg;
 
@@ -42,6 +43,8 @@ pub struct Mismatch {
     pub table: String,
     /// The row's key, as the change carried it.
     pub key: Vec<RawValue>,
+    /// In the diff's terms: the target lacks the row, has one it should not, or differs.
+    pub kind: DiffKind,
     /// What differs: the columns with both values (rendered by `diff::canonical::display`), or
     /// which side has a row the other lacks and why.
     pub detail: String,
@@ -382,8 +385,8 @@ fn compare(
         .iter()
         .zip(&actual)
         .filter_map(|(w, row)| {
-            let detail = difference(map, w, row.as_deref())?;
-            Some((w.order, mismatch(map, &changes[w.order], detail)))
+            let (kind, detail) = difference(map, w, row.as_deref())?;
+            Some((w.order, mismatch(map, &changes[w.order], kind, detail)))
         })
         .collect())
 }
@@ -392,27 +395,35 @@ fn row_key(map: &TableMap, row: &[PgValue]) -> Vec<PgValue> {
     map.key.iter().map(|&i| row[i].clone()).collect()
 }
 
-fn mismatch(map: &TableMap, change: &Change, detail: String) -> Mismatch {
+fn mismatch(map: &TableMap, change: &Change, kind: DiffKind, detail: String) -> Mismatch {
     Mismatch {
         table: map.source.clone(),
         key: change.key.clone(),
+        kind,
         detail,
     }
 }
 
 /// Why `actual` (the target's row, if any) is not what `expected` says; `None` when it is.
-fn difference(map: &TableMap, wanted: &Wanted, actual: Option<&[PgValue]>) -> Option<String> {
+fn difference(
+    map: &TableMap,
+    wanted: &Wanted,
+    actual: Option<&[PgValue]>,
+) -> Option<(DiffKind, String)> {
     match (&wanted.expected, actual) {
         (Expected::Absent(_), None) => None,
-        (Expected::Absent(why), Some(_)) => Some(format!("PostgreSQL has a row, but {why}")),
-        (Expected::Row(_), None) => {
-            Some("PostgreSQL has no row, but the applied source image has one".into())
+        (Expected::Absent(why), Some(_)) => {
+            Some((DiffKind::Extra, format!("PostgreSQL has a row, but {why}")))
         }
+        (Expected::Row(_), None) => Some((
+            DiffKind::Missing,
+            "PostgreSQL has no row, but the applied source image has one".into(),
+        )),
         (Expected::Row(values), Some(row)) => {
             if wanted.row_hash == Some(row_hash(&row_key(map, row), row)) {
                 return None;
             }
-            Some(column_differences(map, values, row))
+            Some((DiffKind::Modified, column_differences(map, values, row)))
         }
     }
 }
@@ -507,7 +518,7 @@ mod tests {
         let opts = ConvertOptions::default();
         let key = wanted_key(&map(), &c.key, opts).unwrap();
         let wanted = Wanted::new(0, key, expected(&map(), c, opts).unwrap());
-        difference(&map(), &wanted, actual)
+        difference(&map(), &wanted, actual).map(|(_, detail)| detail)
     }
 
     #[test]

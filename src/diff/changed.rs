@@ -1,0 +1,281 @@
+//! `diff --changed`: compares, per table, only the rows whose key changed since the table's
+//! baseline (see `baseline`), so a sign-off diff after sync costs time in proportion to the
+//! changes, not the table. The changed keys come from the change log (`ChangeLog::changed_keys`,
+//! kept by capture) and, for changes no capture has consumed yet, from the source's change table.
+//!
+//! Each changed key is compared exactly as sync's continuous verification compares it
+//! (`target::verify`): the SQLite row of that key, read in one read transaction for every table
+//! and converted with the column plan, against the PostgreSQL row of that key, by canonical row
+//! hash. Row counts of both sides are compared too, so a row that sync never touched but someone
+//! else inserted or deleted in PostgreSQL does not go unseen (checked when the table has no
+//! quarantined rows, which legitimately make the counts differ).
+//!
+//! What this trusts, and says so: rows outside the changed keys were identical at the baseline,
+//! and only sync has changed PostgreSQL's rows since (a full `diff` trusts nothing).
+
+use std::collections::{HashMap, HashSet};
+
+use rusqlite::Connection;
+use tokio::runtime::Runtime;
+use tokio_postgres::Client;
+
+use super::baseline::TableBaseline;
+use super::report::{ChangedSince, DiffKind, Difference, TableDiff};
+use crate::change::{Change, RawValue};
+use crate::changelog::{ChangeLog, SledChangeLog};
+use crate::config::Config;
+use crate::convert::render;
+use crate::error::{Error, Result};
+use crate::source::capture::{logged_keys_after, visible_seq, ImageLookup};
+use crate::source::introspect::Table;
+use crate::source::open_read_only;
+use crate::target::apply::ApplyTable;
+use crate::target::ddl::qualified;
+use crate::target::mapping::TableMap;
+use crate::target::verify::{verify_changes, MAX_KEYS_PER_READ};
+
+/// What every table's `changed` comparison shares: one SQLite read transaction, the change seq it
+/// sees, the change log, and the keys of changes still in the source's change table.
+pub struct ChangedRead {
+    conn: Connection,
+    /// The change seq the read sees.
+    pub source_seq: u64,
+    log: Option<SledChangeLog>,
+    /// Keys logged in SQLite after the change log's last boundary, per table.
+    pending: HashMap<String, Vec<Vec<RawValue>>>,
+}
+
+impl ChangedRead {
+    /// Opens the change log (when sync ever ran from this state directory) and the SQLite read.
+    /// Fails when a running sync holds the change log, or change capture is not installed.
+    pub fn open(config: &Config) -> Result<ChangedRead> {
+        let path = config.require_source()?;
+        let dir = config.state_dir()?.join("changelog");
+        let log = if dir.exists() {
+            Some(SledChangeLog::open(&dir).map_err(|e| Error::Config {
+                field: "--changed".into(),
+                reason: format!(
+                    "the change log {} cannot be opened ({e}); a running sync or cutover holds \
+                     it: stop sync first, or run a full diff",
+                    dir.display()
+                ),
+            })?)
+        } else {
+            None
+        };
+        let conn = open_read_only(path)?;
+        conn.execute_batch("BEGIN")
+            .map_err(|source| Error::Source {
+                op: "begin the diff read",
+                path: path.to_path_buf(),
+                table: None,
+                source,
+            })?;
+        let source_seq = visible_seq(&conn)?.ok_or_else(|| Error::Config {
+            field: "--changed".into(),
+            reason: format!(
+                "change capture is not installed in {}: without it no change is logged, so only \
+                 a full diff can compare",
+                path.display()
+            ),
+        })?;
+        let captured = match &log {
+            Some(log) => log.last_boundary()?.map_or(0, |b| b.end_seq),
+            None => 0,
+        };
+        let mut pending: HashMap<String, Vec<Vec<RawValue>>> = HashMap::new();
+        for (table, key) in logged_keys_after(&conn, captured)? {
+            pending.entry(table).or_default().push(key);
+        }
+        Ok(ChangedRead {
+            conn,
+            source_seq,
+            log,
+            pending,
+        })
+    }
+
+    /// Compares the rows of `table` changed since `baseline`; `None` when the change log cannot
+    /// vouch for every key changed since (it was started, or its keys forgotten, after the
+    /// baseline): the caller compares the whole table instead.
+    #[allow(clippy::too_many_arguments)]
+    pub fn diff_table(
+        &self,
+        runtime: &Runtime,
+        client: &mut Client,
+        config: &Config,
+        table: &Table,
+        map: &TableMap,
+        baseline: &TableBaseline,
+        quarantined: &HashSet<String>,
+        max_differences: usize,
+    ) -> Result<Option<TableDiff>> {
+        let started = std::time::Instant::now();
+        let mut diff = TableDiff::new(&table.name, &map.target, map.problems.clone());
+        diff.mode = "changed";
+        diff.source_seq = Some(self.source_seq);
+        let lookup = ImageLookup::new(table)?;
+        let apply = [runtime.block_on(ApplyTable::load(client, &config.schema, map.clone()))?];
+        let mut check = Checker {
+            conn: &self.conn,
+            runtime,
+            client,
+            config,
+            lookup: &lookup,
+            apply: &apply,
+            diff: &mut diff,
+            max_differences,
+            chunk: Vec::with_capacity(MAX_KEYS_PER_READ),
+            checked: 0,
+        };
+        // Keys still in SQLite's change table first; the log's keys skip those.
+        let pending = self.pending.get(&table.name).map_or(&[][..], Vec::as_slice);
+        let mut seen = HashSet::with_capacity(pending.len());
+        for key in pending {
+            if seen.insert(format!("{key:?}")) {
+                check.push(key.clone())?;
+            }
+        }
+        if let Some(log) = &self.log {
+            let whole = log.changed_keys(&table.name, baseline.source_seq, &mut |key, _| {
+                if seen.is_empty() || !seen.contains(&format!("{key:?}")) {
+                    check.push(key)?;
+                }
+                Ok(())
+            })?;
+            if !whole {
+                return Ok(None);
+            }
+        }
+        check.flush()?;
+        let checked = check.checked;
+        let (source_rows, target_rows) = self.counts(runtime, client, config, map)?;
+        diff.source_rows = source_rows;
+        diff.target_rows = target_rows;
+        diff.identical = checked - (diff.modified + diff.missing + diff.extra);
+        if quarantined.is_empty() && source_rows != target_rows {
+            diff.problems.push(format!(
+                "SQLite has {source_rows} rows and PostgreSQL {target_rows}, with no row \
+                 quarantined: a row no change touched differs (did something other than sync \
+                 write PostgreSQL?); run a full diff to find it"
+            ));
+        }
+        diff.changed_since = Some(ChangedSince {
+            baseline_at: baseline.generated_at.clone(),
+            baseline_seq: baseline.source_seq,
+            checked_rows: checked,
+        });
+        diff.seconds = started.elapsed().as_secs_f64();
+        diff.finish();
+        Ok(Some(diff))
+    }
+
+    /// Forgets the change log's keys of `table` up to the read's seq: a new baseline is there.
+    pub fn forget_through_read(&self, table: &str) -> Result<()> {
+        match &self.log {
+            Some(log) => log.forget_changed_keys(table, self.source_seq),
+            None => Ok(()),
+        }
+    }
+
+    fn counts(
+        &self,
+        runtime: &Runtime,
+        client: &Client,
+        config: &Config,
+        map: &TableMap,
+    ) -> Result<(u64, u64)> {
+        let source: i64 = self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT count(*) FROM {}",
+                    crate::source::quote_ident(&map.source)
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|source| Error::Source {
+                op: "count rows",
+                path: config
+                    .require_source()
+                    .map(|p| p.to_path_buf())
+                    .unwrap_or_default(),
+                table: Some(map.source.clone()),
+                source,
+            })?;
+        let sql = format!(
+            "SELECT count(*) FROM {}",
+            qualified(&config.schema, &map.target)
+        );
+        let target: i64 = runtime
+            .block_on(client.query_one(&sql, &[]))
+            .map_err(|source| Error::Target {
+                op: "count rows",
+                table: Some(map.source.clone()),
+                source,
+            })?
+            .get(0);
+        Ok((source as u64, target as u64))
+    }
+}
+
+/// Compares changed keys a chunk at a time: memory stays bounded however many keys changed.
+struct Checker<'a> {
+    conn: &'a Connection,
+    runtime: &'a Runtime,
+    client: &'a mut Client,
+    config: &'a Config,
+    lookup: &'a ImageLookup,
+    apply: &'a [ApplyTable],
+    diff: &'a mut TableDiff,
+    max_differences: usize,
+    chunk: Vec<Change>,
+    checked: u64,
+}
+
+impl Checker<'_> {
+    fn push(&mut self, key: Vec<RawValue>) -> Result<()> {
+        let image = self.lookup.image(self.conn, &key)?;
+        self.chunk.push(Change {
+            seq: 0,
+            table: self.diff.table.clone(),
+            key,
+            image,
+        });
+        if self.chunk.len() >= MAX_KEYS_PER_READ {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let mismatches = self.runtime.block_on(verify_changes(
+            self.client,
+            &self.config.schema,
+            self.apply,
+            &self.chunk,
+            self.config.convert,
+        ))?;
+        self.checked += self.chunk.len() as u64;
+        self.chunk.clear();
+        for m in mismatches {
+            match m.kind {
+                DiffKind::Missing => self.diff.missing += 1,
+                DiffKind::Extra => self.diff.extra += 1,
+                DiffKind::Modified => self.diff.modified += 1,
+            }
+            self.diff.keep(self.max_differences, || Difference {
+                table: m.table.clone(),
+                kind: m.kind,
+                key: m.key.iter().map(|v| render(v.as_ref())).collect(),
+                columns: Vec::new(),
+                note: Some(m.detail.clone()),
+            });
+        }
+        Ok(())
+    }
+}
