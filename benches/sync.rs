@@ -16,7 +16,10 @@
 //!    each probe's lag is the instant it was first seen minus its commit instant (target p99 <
 //!    250 ms at 1k/s);
 //! 4. **RSS over time**: this process's VmRSS (sync runs in it, with the shipped binary's
-//!    allocator, mimalloc) every second during the lag runs.
+//!    allocator, mimalloc) every second during the lag runs;
+//! 5. **sign-off cost**: after the lag runs and a catch-up, `diff --changed` (the rows changed
+//!    since the full diff taken right after the snapshot) against a full `diff` of the same
+//!    data; both must find the sides identical.
 //!
 //! The machine is shared and noisy: the trigger verdict is a ratio measured side by side; the
 //! apply rate and lags are absolute and move from run to run. The results are printed and
@@ -127,6 +130,9 @@ fn main() {
     }
     let overhead = measure_trigger_overhead(&settings, &source, work.path());
     let snapshot_seconds = snapshot(&config);
+    // The baseline the sign-off builds on (what `snapshot --validate` would do).
+    let baseline = run_diff(&config, &DiffOptions::default()).expect("diff after the snapshot");
+    assert!(baseline.identical, "the snapshot differs from its source");
     // The lag runs come before the large catch-up: the allocator keeps most of what a catch-up
     // peaked at, which would hide how the steady state's RSS moves.
     let target = Pg::connect(&admin.with_dbname("sync_db"));
@@ -140,6 +146,7 @@ fn main() {
             100 + i as u64,
         ));
     }
+    let signoff = measure_signoff(&config);
     let slow = format!("ALTER SYSTEM SET log_min_duration_statement = {SLOW_STATEMENT_MS}");
     pg.execute(&slow);
     pg.execute("SELECT pg_reload_conf()");
@@ -159,6 +166,7 @@ fn main() {
         &overhead,
         &apply,
         &lags,
+        &signoff,
         &check,
     );
     println!("\n{section}");
@@ -884,6 +892,74 @@ fn mb_of_kib(kib: u64) -> f64 {
     kib as f64 * 1024.0 / MB
 }
 
+/// The sign-off after the lag runs: `diff --changed` against the full `diff`, both after a
+/// catch-up, on the same data.
+struct Signoff {
+    rows: u64,
+    checked: u64,
+    changed_seconds: f64,
+    full_seconds: f64,
+}
+
+fn measure_signoff(config: &Config) -> Signoff {
+    let stop = AtomicBool::new(false);
+    let opts = SyncOptions {
+        catch_up: true,
+        ..SyncOptions::default()
+    };
+    run_sync(config, &opts, &stop, &|_| {}).expect("sync --catch-up before the sign-off");
+    let changed_opts = DiffOptions {
+        changed: true,
+        ..DiffOptions::default()
+    };
+    let started = Instant::now();
+    let changed = run_diff(config, &changed_opts).expect("diff --changed");
+    let changed_seconds = started.elapsed().as_secs_f64();
+    assert!(changed.identical, "diff --changed found differences");
+    assert!(
+        changed.tables.iter().all(|t| t.mode == "changed"),
+        "diff --changed compared a table whole"
+    );
+    let checked = changed
+        .tables
+        .iter()
+        .filter_map(|t| t.changed_since.as_ref())
+        .map(|c| c.checked_rows)
+        .sum();
+    let started = Instant::now();
+    let full = run_diff(config, &DiffOptions::default()).expect("diff");
+    let full_seconds = started.elapsed().as_secs_f64();
+    assert!(full.identical, "the full diff found differences");
+    let rows = full.tables.iter().map(|t| t.source_rows).sum();
+    eprintln!(
+        "sign-off: diff --changed checked {checked} rows in {changed_seconds:.2} s; full diff of \
+         {rows} rows {full_seconds:.2} s"
+    );
+    Signoff {
+        rows,
+        checked,
+        changed_seconds,
+        full_seconds,
+    }
+}
+
+fn signoff_table(s: &Signoff) -> String {
+    format!(
+        "| sign-off after the lag runs (then `sync --catch-up`) | rows compared | seconds |\n\
+         |---|---:|---:|\n\
+         | `diff --changed` (the keys changed since the baseline diff after the snapshot) | {} | \
+         {:.2} |\n\
+         | `diff` (every row) | {} | {:.2} |\n\
+         | **`--changed` / full** | {:.3} | **{:.3}** |\n\n",
+        s.checked,
+        s.changed_seconds,
+        s.rows,
+        s.full_seconds,
+        s.checked as f64 / s.rows as f64,
+        s.changed_seconds / s.full_seconds
+    )
+}
+
 /// After the lag runs: a last catch-up, then `diff` of source and target.
 struct FinalCheck {
     identical: bool,
@@ -923,6 +999,7 @@ fn final_check(config: &Config) -> FinalCheck {
 // ---------------------------------------------------------------------------------------------
 // The BENCHMARKS.md section
 
+#[allow(clippy::too_many_arguments)]
 fn render(
     settings: &Settings,
     source: &Source,
@@ -930,6 +1007,7 @@ fn render(
     overhead: &Overhead,
     apply: &Apply,
     lags: &[Lag],
+    signoff: &Signoff,
     check: &FinalCheck,
 ) -> String {
     let mut out = format!(
@@ -946,6 +1024,7 @@ fn render(
     out.push_str(&overhead_table(overhead));
     out.push_str(&apply_table(apply));
     out.push_str(&lag_table(lags));
+    out.push_str(&signoff_table(signoff));
     out.push_str(&format!(
         "After the lag runs, a last `sync --catch-up` and `diff` of the whole database: {} \
          ({}).\n\n",

@@ -184,127 +184,135 @@ fn table<'r>(
     report.tables.iter().find(|t| t.table == name).unwrap()
 }
 
+/// `(mode, rows checked by --changed)` of one table in a report.
+fn checked(report: &sqlite2pg::diff::DiffReport, name: &str) -> (&'static str, Option<u64>) {
+    let t = table(report, name);
+    (t.mode, t.changed_since.as_ref().map(|c| c.checked_rows))
+}
+
+/// 100 users, 100 items, 40 kv rows and 40 pairs, snapshotted (with --validate) and captured.
+fn hundred_rows_db(dir: &Path, db: &TestDb) -> std::path::PathBuf {
+    let src = dir.join("hundred.db");
+    let conn = Connection::open(&src).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE, name TEXT);
+         CREATE TABLE items (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users(id), label TEXT);
+         CREATE TABLE kv (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID;
+         CREATE TABLE pairs (a TEXT, b INTEGER, note TEXT, PRIMARY KEY (a, b));
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)
+         INSERT INTO users SELECT i, 'u' || i || '@x', 'user ' || i FROM n;
+         INSERT INTO items SELECT id, id, 'item ' || id FROM users;
+         INSERT INTO kv SELECT 'k' || id, randomblob(8) FROM users WHERE id <= 40;
+         INSERT INTO pairs SELECT 'x' || (id % 2), id, 'n' || id FROM users WHERE id <= 40;",
+    )
+    .unwrap();
+    drop(conn);
+    snapshot(&src, db, &options()).expect("snapshot");
+    src
+}
+
 #[test]
 fn diff_changed_compares_only_the_changed_rows_and_finds_what_sync_did_not_write() {
     let dir = temp_dir();
     let db = TestDb::new();
-    let src = holes_db(dir.path(), &db);
+    let src = hundred_rows_db(dir.path(), &db);
     // The snapshot's --validate found every table identical at its handoff seq: that is the
     // baseline, so with nothing changed since there is nothing to check.
     let first = diff_changed(&src, &db);
     assert!(first.identical, "{}", render_text(&first));
-    for t in &first.tables {
-        assert_eq!(
-            (t.mode, t.changed_since.as_ref().map(|c| c.checked_rows)),
-            ("changed", Some(0)),
-            "{}",
-            t.table
-        );
+    for t in ["users", "items", "kv", "pairs"] {
+        assert_eq!(checked(&first, t), ("changed", Some(0)), "{t}");
     }
     let app = Connection::open(&src).unwrap();
     app.execute_batch(
         "DELETE FROM items WHERE id = 2;
          UPDATE users SET name = 'A2' WHERE id = 1;
-         INSERT OR REPLACE INTO users (id, email, name) VALUES (4, 'b@x', 'evicts 2');
-         UPDATE pairs SET a = 'moved' WHERE a = 'x';",
+         INSERT OR REPLACE INTO users (id, email, name) VALUES (1000, 'u2@x', 'evicts 2');
+         UPDATE pairs SET a = 'moved' WHERE a = 'x1' AND b = 1;",
     )
     .unwrap();
     catch_up(&src, &db);
     let second = diff_changed(&src, &db);
     assert!(second.identical, "{}", render_text(&second));
+    // Keys 1 and 1000 changed; 2 was evicted without a trigger (the counts cover it).
+    assert_eq!(checked(&second, "users"), ("changed", Some(2)));
     let users = table(&second, "users");
-    assert_eq!(users.mode, "changed");
-    // Keys 1 and 4 changed; 2 was evicted without a trigger (the counts cover it).
-    assert_eq!(users.changed_since.as_ref().unwrap().checked_rows, 2);
-    assert_eq!((users.source_rows, users.target_rows), (3, 3));
-    assert_eq!(
-        table(&second, "items")
-            .changed_since
-            .as_ref()
-            .unwrap()
-            .checked_rows,
-        1
-    );
+    assert_eq!((users.source_rows, users.target_rows), (100, 100));
+    assert_eq!(checked(&second, "items"), ("changed", Some(1)));
     // A key change logs the old key and the new one.
-    assert_eq!(
-        table(&second, "pairs")
-            .changed_since
-            .as_ref()
-            .unwrap()
-            .checked_rows,
-        2
-    );
-    assert_eq!(
-        table(&second, "kv")
-            .changed_since
-            .as_ref()
-            .unwrap()
-            .checked_rows,
-        0
-    );
+    assert_eq!(checked(&second, "pairs"), ("changed", Some(2)));
+    assert_eq!(checked(&second, "kv"), ("changed", Some(0)));
     let text = render_text(&second);
     assert!(text.contains("changed rows only: 2 checked"), "{text}");
 
     // The identical comparison is the new baseline: nothing changed since, nothing to check.
     let third = diff_changed(&src, &db);
-    assert_eq!(
-        table(&third, "users")
-            .changed_since
-            .as_ref()
-            .unwrap()
-            .checked_rows,
-        0
-    );
+    assert_eq!(checked(&third, "users"), ("changed", Some(0)));
 
     // What sync did not write is found: a changed row altered in PostgreSQL, a change sync has
     // not captured yet (the writer went on after sync stopped), and a row someone else deleted
     // in PostgreSQL that no change touched (by the row counts).
     app.execute_batch(
-        "UPDATE users SET name = 'late' WHERE id = 4; INSERT INTO kv VALUES ('k3', x'03');",
+        "UPDATE users SET name = 'late' WHERE id = 1000; INSERT INTO kv VALUES ('k0', x'03');",
     )
     .unwrap();
     query(&db, "UPDATE items SET label = 'forged' WHERE id = 1");
-    query(&db, "DELETE FROM pairs WHERE a = 'x,y'");
-    app.execute_batch("UPDATE items SET label = 'one' WHERE id = 1;")
+    query(&db, "DELETE FROM pairs WHERE a = 'x0' AND b = 2");
+    app.execute_batch("UPDATE items SET label = 'item 1' WHERE id = 1;")
         .unwrap();
     let fourth = diff_changed(&src, &db);
     assert!(!fourth.identical);
-    let kinds: Vec<(String, sqlite2pg::diff::report::DiffKind, Vec<String>)> = fourth
+    use sqlite2pg::diff::report::DiffKind::{Missing, Modified};
+    let kinds: Vec<_> = fourth
         .differences
         .iter()
-        .map(|d| (d.table.clone(), d.kind, d.key.clone()))
+        .map(|d| (d.table.as_str(), d.kind, d.key.join(",")))
         .collect();
-    use sqlite2pg::diff::report::DiffKind::{Missing, Modified};
     assert!(
-        kinds.contains(&("users".into(), Modified, vec!["4".into()])),
+        kinds.contains(&("users", Modified, "1000".into())),
         "{kinds:?}"
     );
     assert!(
-        kinds.contains(&("kv".into(), Missing, vec!["\"k3\"".into()])),
+        kinds.contains(&("kv", Missing, "\"k0\"".into())),
         "{kinds:?}"
     );
     assert!(
-        kinds.contains(&("items".into(), Modified, vec!["1".into()])),
+        kinds.contains(&("items", Modified, "1".into())),
         "{kinds:?}"
     );
     let pairs = table(&fourth, "pairs");
     assert_eq!(pairs.verdict, "different");
     assert!(
-        pairs.problems[0].contains("SQLite has 2 rows and PostgreSQL 1"),
+        pairs.problems[0].contains("SQLite has 40 rows and PostgreSQL 39"),
         "{:?}",
         pairs.problems
     );
-    // A table that differs loses its baseline: the next comparison of it is whole again.
+
+    // A table that differed lost its baseline: it is compared whole, and so is one where more
+    // than 5% of the rows changed; the others still by their changed rows.
+    catch_up(&src, &db);
+    app.execute_batch("UPDATE kv SET v = x'00' WHERE k IN ('k1', 'k2', 'k3');")
+        .unwrap();
     catch_up(&src, &db);
     let fifth = diff_changed(&src, &db);
-    assert_eq!(table(&fifth, "pairs").mode, "full");
+    assert_eq!(checked(&fifth, "pairs"), ("full", None));
     assert_eq!(table(&fifth, "pairs").missing, 1);
+    assert_eq!(checked(&fifth, "users"), ("full", None));
     assert_eq!(
-        table(&fifth, "users").mode,
-        "full",
-        "users differed in the fourth diff"
+        checked(&fifth, "kv"),
+        ("full", None),
+        "4 of 41 rows changed"
     );
-    assert!(table(&fifth, "users").is_identical());
+    assert!(table(&fifth, "kv").is_identical());
+    assert_eq!(
+        checked(&fifth, "items"),
+        ("full", None),
+        "items differed too"
+    );
+    let sixth = diff_changed(&src, &db);
+    assert!(!sixth.identical, "pairs still lacks its row");
+    assert_eq!(checked(&sixth, "users"), ("changed", Some(0)));
 }
 
 #[test]

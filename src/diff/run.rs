@@ -88,67 +88,64 @@ pub fn run_diff(config: &Config, opts: &DiffOptions) -> Result<DiffReport> {
     let mut tables = Vec::new();
     let mut budget = opts.max_differences;
     for table in selected(&schema, opts.tables.as_deref())? {
-        let mut diff = match runtime.block_on(map_table(
-            &client,
-            &config.schema,
-            table,
-            opts.keep_case,
-        ))? {
-            None => {
-                let mut d = TableDiff::new(
-                    &table.name,
-                    "",
-                    vec!["the table does not exist in the target".into()],
-                );
-                d.finish();
-                d
-            }
-            Some(map) if map.key.is_empty() => {
-                let mut d = TableDiff::new(&table.name, &map.target, map.problems.clone());
-                d.finish();
-                d
-            }
-            Some(map) => {
-                let quarantined = runtime.block_on(quarantined_keys(&client, &table.name))?;
-                let signature = signature(&map, config.convert, snapshot.as_deref());
-                let base = baselines.get(&table.name, &signature);
-                let by_changes = match (&changed, base) {
-                    (Some(read), Some(base)) => read.diff_table(
-                        &runtime,
-                        &mut client,
-                        config,
-                        table,
-                        &map,
-                        base,
-                        &quarantined,
-                        budget,
-                    )?,
-                    _ => None,
-                };
-                let diff = match by_changes {
-                    Some(d) => d,
-                    None => {
-                        if changed.is_some() {
-                            tracing::info!(table = %table.name, "no baseline the change log can build on: comparing every row");
+        let mut diff =
+            match runtime.block_on(map_table(&client, &config.schema, table, opts.keep_case))? {
+                None => {
+                    let mut d = TableDiff::new(
+                        &table.name,
+                        "",
+                        vec!["the table does not exist in the target".into()],
+                    );
+                    d.finish();
+                    d
+                }
+                Some(map) if map.key.is_empty() => {
+                    let mut d = TableDiff::new(&table.name, &map.target, map.problems.clone());
+                    d.finish();
+                    d
+                }
+                Some(map) => {
+                    let quarantined = runtime.block_on(quarantined_keys(&client, &table.name))?;
+                    let signature = signature(&map, config.convert, snapshot.as_deref());
+                    let base = baselines.get(&table.name, &signature);
+                    let by_changes = match (&changed, base) {
+                        (Some(read), Some(base)) => read.diff_table(
+                            &runtime,
+                            &mut client,
+                            config,
+                            table,
+                            &map,
+                            base,
+                            &quarantined,
+                            budget,
+                        )?,
+                        (Some(_), None) => Err("no diff found it identical yet (its baseline)"),
+                        (None, _) => Err(""),
+                    };
+                    let diff = match by_changes {
+                        Ok(d) => d,
+                        Err(why) => {
+                            if changed.is_some() {
+                                tracing::info!(table = %table.name, "comparing every row: {why}");
+                            }
+                            let scope = TableScope {
+                                range: ranges.get(&table.name.to_lowercase()).copied(),
+                                sample: opts.sample,
+                                max_differences: budget,
+                            };
+                            let mut d = diff_table(config, table, &map, &quarantined, &scope)?;
+                            d.mode = match (scope.range, scope.sample) {
+                                (Some(_), _) => "key_range",
+                                (None, Some(_)) => "sample",
+                                (None, None) => "full",
+                            };
+                            d
                         }
-                        let scope = TableScope {
-                            range: ranges.get(&table.name.to_lowercase()).copied(),
-                            sample: opts.sample,
-                            max_differences: budget,
-                        };
-                        let mut d = diff_table(config, table, &map, &quarantined, &scope)?;
-                        d.mode = match (scope.range, scope.sample) {
-                            (Some(_), _) => "key_range",
-                            (None, Some(_)) => "sample",
-                            (None, None) => "full",
-                        };
-                        d
-                    }
-                };
-                keep_baseline(&mut baselines, changed.as_ref(), &diff, signature)?;
-                diff
-            }
-        };
+                    };
+                    keep_baseline(&mut baselines, changed.as_ref(), &diff, signature)?;
+                    diff
+                }
+            };
         budget = budget.saturating_sub(diff.differences.len());
         tracing::info!(table = %diff.table, rows = diff.source_rows, seconds = diff.seconds, verdict = diff.verdict, mode = diff.mode, "compared");
         diff.finish();
