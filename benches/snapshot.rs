@@ -82,6 +82,7 @@ fn main() {
     // pgloader (every row loaded) in each round too: its time is as exposed to the shared
     // machine's load as ours, so the ratio is taken within a round.
     let mut pgloader_rounds: Vec<(Measured, f64)> = Vec::new();
+    let mut pgloader_failed: Vec<usize> = Vec::new();
     let mut raw_input = None;
     for round in 1..=settings.rounds {
         let from = pg.server_log_len();
@@ -106,7 +107,23 @@ fn main() {
                 run.label(),
                 m.seconds
             );
-            pgloader_rounds.push((m, vs));
+            // A run that did not load every row is no time to compare with (pgloader once
+            // exited after 0.3 s): it is reported and left out of the median.
+            match m.counts_match() {
+                true => pgloader_rounds.push((m, vs)),
+                false => {
+                    eprintln!(
+                        "round {round}: {} failed ({}, {} of {} rows): not counted; its first \
+                         errors: {:?}",
+                        run.label(),
+                        m.status,
+                        m.rows_loaded(&source),
+                        source.rows(),
+                        m.errors
+                    );
+                    pgloader_failed.push(round);
+                }
+            }
         }
         rounds.push((ours, raw));
     }
@@ -121,10 +138,21 @@ fn main() {
         pgloader.push((run, m, Vec::new()));
         pgloader_rounds.sort_by(|a, b| a.1.total_cmp(&b.1));
         let listed: Vec<f64> = pgloader_rounds.iter().map(|(_, vs)| *vs).collect();
-        let (m, _) = pgloader_rounds.swap_remove(pgloader_rounds.len() / 2);
-        pgloader.push((PgloaderRun::DatetimeAsText, m, listed));
+        if !pgloader_rounds.is_empty() {
+            let (m, _) = pgloader_rounds.swap_remove(pgloader_rounds.len() / 2);
+            pgloader.push((PgloaderRun::DatetimeAsText, m, listed));
+        }
     }
-    let section = render(&settings, &pg, &source, &ours, &raw, &ratios, &pgloader);
+    let section = render(
+        &settings,
+        &pg,
+        &source,
+        &ours,
+        &raw,
+        &ratios,
+        &pgloader,
+        &pgloader_failed,
+    );
     println!("\n{section}");
     if settings.record {
         record(&section);
@@ -869,6 +897,7 @@ fn on_path(program: &str) -> Option<PathBuf> {
 }
 
 /// The BENCHMARKS.md section: the table, the ratios against their targets, the phases.
+#[allow(clippy::too_many_arguments)]
 fn render(
     settings: &Settings,
     pg: &Pg,
@@ -877,6 +906,7 @@ fn render(
     raw: &Measured,
     round_ratios: &[f64],
     pgloader: &[PgloaderResult],
+    pgloader_failed: &[usize],
 ) -> String {
     let mut out = format!(
         "## Snapshot, end to end\n\n{} UTC · scale {} · {} rows · SQLite file {:.1} MB · \
@@ -888,7 +918,14 @@ fn render(
         pg.sql("postgres", "SHOW server_version").trim(),
     );
     out.push_str(&results_table(source, ours, raw, pgloader));
-    out.push_str(&ratios(source, ours, raw, round_ratios, pgloader));
+    out.push_str(&ratios(
+        source,
+        ours,
+        raw,
+        round_ratios,
+        pgloader,
+        pgloader_failed,
+    ));
     out.push_str(&phases_table(ours, raw));
     for (run, m, _) in pgloader.iter().filter(|(_, m, _)| !m.counts_match()) {
         out.push_str(&pgloader_counts(*run, m));
@@ -955,6 +992,7 @@ fn ratios(
     raw: &Measured,
     round_ratios: &[f64],
     pgloader: &[PgloaderResult],
+    pgloader_failed: &[usize],
 ) -> String {
     let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
     let vs_raw = raw.seconds / ours.seconds;
@@ -976,8 +1014,18 @@ fn ratios(
             0 => String::new(),
             n => {
                 let listed: Vec<String> = per_round.iter().map(|r| format!("{r:.2}")).collect();
+                let failed = match pgloader_failed {
+                    [] => String::new(),
+                    f => format!(
+                        "; left out: round {} where pgloader did not load every row",
+                        f.iter()
+                            .map(usize::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
                 format!(
-                    " (median of {n} rounds, each against ours in the same round: {})",
+                    " (median of {n} rounds, each against ours in the same round: {}{failed})",
                     listed.join(", ")
                 )
             }

@@ -25,6 +25,7 @@ pub fn options() -> SnapshotOptions {
         validate: true,
         capture: true,
         range_rows: 700,
+        check_backup: false,
     }
 }
 
@@ -834,4 +835,88 @@ fn progress_counts_rows_then_post_load_steps_to_their_totals() {
     // Per table at least its keys, validation and ANALYZE, plus the foreign keys step.
     assert!(total > 3 * r.tables.len() as u64, "{seen:?}");
     assert_eq!(count, total, "every step done");
+}
+
+/// A table of `rows` rows of 200 bytes each, alone in a fresh database (rollback journal, so the
+/// file holds every page); returns the file's page size.
+fn one_big_table(path: &Path, rows: i64) -> u64 {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+         CREATE INDEX notes_body ON notes (body);",
+    )
+    .unwrap();
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+         INSERT INTO notes SELECT i, printf('%0200d', i) FROM n",
+        [rows],
+    )
+    .unwrap();
+    conn.query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// The page numbers (1-based) of `table`'s b-tree pages of the given type byte (13: table leaf,
+/// 10: index leaf), from the file itself: the pages that hold its rows.
+fn pages_of_type(path: &Path, page_size: u64, kind: u8) -> Vec<u64> {
+    let bytes = std::fs::read(path).unwrap();
+    (2..=bytes.len() as u64 / page_size)
+        .filter(|&p| bytes[((p - 1) * page_size) as usize] == kind)
+        .collect()
+}
+
+#[test]
+fn a_corrupt_page_in_a_copied_table_stops_the_snapshot_naming_the_table() {
+    let dir = temp_dir();
+    let src = dir.path().join("corrupt.db");
+    let page_size = one_big_table(&src, 3000);
+    let leaves = pages_of_type(&src, page_size, 13);
+    assert!(leaves.len() > 20, "{leaves:?}");
+    // Breaks one leaf in the middle of the table: its type byte becomes one SQLite rejects.
+    let mut bytes = std::fs::read(&src).unwrap();
+    bytes[((leaves[leaves.len() / 2] - 1) * page_size) as usize] = 0x42;
+    std::fs::write(&src, &bytes).unwrap();
+    let db = TestDb::new();
+    let opts = SnapshotOptions {
+        capture: false,
+        validate: false,
+        ..options()
+    };
+    let err = snapshot(&src, &db, &opts).expect_err("a corrupt table must not load");
+    let text = format!("{err}");
+    assert!(text.contains("notes"), "{text}");
+    assert!(
+        text.contains("malformed") || text.contains("corrupt"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_corrupt_index_page_is_not_copied_and_check_backup_finds_it() {
+    let dir = temp_dir();
+    let src = dir.path().join("corrupt_index.db");
+    let page_size = one_big_table(&src, 3000);
+    let index_leaves = pages_of_type(&src, page_size, 10);
+    assert!(index_leaves.len() > 20, "{index_leaves:?}");
+    let mut bytes = std::fs::read(&src).unwrap();
+    bytes[((index_leaves[index_leaves.len() / 2] - 1) * page_size) as usize] = 0x42;
+    std::fs::write(&src, &bytes).unwrap();
+    // The rows are intact: the snapshot copies all of them (PostgreSQL builds its own index).
+    let db = TestDb::new();
+    let opts = SnapshotOptions {
+        capture: false,
+        validate: false,
+        ..options()
+    };
+    let report = snapshot(&src, &db, &opts).expect("the table's rows are intact");
+    assert_eq!(report.tables[0].rows, 3000);
+    // --check-backup runs quick_check on the backup, which walks the index too.
+    let db = TestDb::new();
+    let opts = SnapshotOptions {
+        fresh: true,
+        check_backup: true,
+        ..opts
+    };
+    let err = snapshot(&src, &db, &opts).expect_err("quick_check sees the broken index");
+    assert!(format!("{err}").contains("corrupt"), "{err}");
 }

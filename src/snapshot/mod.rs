@@ -19,6 +19,7 @@ use tokio_postgres::Client;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::source::backup::StructureCheck;
 use crate::source::introspect::{read_schema, Schema, Table};
 use crate::source::order::migration_order;
 use crate::source::profile::{declared_profile, is_overridden, profile_table};
@@ -57,6 +58,9 @@ pub struct SnapshotOptions {
     pub capture: bool,
     /// Tables with more rows are split into rowid ranges of about this many rows.
     pub range_rows: u64,
+    /// Also run `PRAGMA quick_check` on the backup (see `StructureCheck::None` for why it is off
+    /// by default).
+    pub check_backup: bool,
 }
 
 /// Live counters the command line turns into progress bars: rows per table during the copy,
@@ -83,8 +87,16 @@ pub fn run_snapshot(
     if opts.capture {
         install_capture(config, opts)?;
     }
-    let mut source =
-        SnapshotSource::prepare(config, opts.fresh, opts.capture, opts.tables.as_deref())?;
+    let mut source = SnapshotSource::prepare(
+        config,
+        opts.fresh,
+        opts.capture,
+        opts.tables.as_deref(),
+        match opts.check_backup {
+            true => StructureCheck::Quick,
+            false => StructureCheck::None,
+        },
+    )?;
     let conn = copy::open_snapshot(&source.file)?;
     let schema = read_schema(&conn, &source.file)?;
     let tables = select_tables(&schema, opts.tables.as_deref())?;

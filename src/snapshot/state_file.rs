@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use super::SnapshotReport;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::source::backup::{hash_file, take_backup, verify_backup, BackupReport, TakenBackup};
+use crate::source::backup::{
+    hash_file, take_backup, verify_backup, BackupReport, StructureCheck, TakenBackup,
+};
 use crate::source::open_read_only;
 
 const STATE_FILE: &str = "snapshot.json";
@@ -40,8 +42,9 @@ pub struct SnapshotRecord {
     /// The highest change sequence the snapshot includes (S): sync applies exactly the changes
     /// after it. `null` when the snapshot ran without change capture.
     pub change_seq: Option<i64>,
-    /// True once the backup passed `quick_check` (the check runs while the copy reads it; a run
-    /// resumed from an unverified backup checks it again).
+    /// True once the backup was verified: hashed, counted, synced to disk, and with
+    /// `--check-backup` its `quick_check` passed (this runs while the copy reads it; a run resumed
+    /// from an unverified backup verifies it again).
     #[serde(default)]
     pub verified: bool,
     /// The tables `--tables` selected; `null` when every table was copied. Sync follows tables
@@ -70,12 +73,14 @@ pub struct SnapshotSource {
 impl SnapshotSource {
     /// Reuses the backup of an unfinished run (unless `fresh`), else takes a verified backup;
     /// with `capture` (change capture installed), reads the change sequence S in the backup's
-    /// own read transaction. `tables` is the `--tables` selection, recorded for sync.
+    /// own read transaction. `tables` is the `--tables` selection, recorded for sync; `check` is
+    /// the backup's structure check.
     pub fn prepare(
         config: &Config,
         fresh: bool,
         capture: bool,
         tables: Option<&[String]>,
+        check: StructureCheck,
     ) -> Result<SnapshotSource> {
         let state_dir = config.ensure_state_dir()?;
         let path = state_dir.join(STATE_FILE);
@@ -85,7 +90,7 @@ impl SnapshotSource {
             tracing::info!(backup = %record.backup.display(), "resuming the unfinished snapshot from its backup");
             let verification = (!record.verified).then(|| {
                 let taken = TakenBackup::existing(&record.backup, record.change_seq);
-                std::thread::spawn(move || verify(&taken))
+                std::thread::spawn(move || verify(&taken, check))
             });
             let fingerprint = match record.run_id.is_empty() {
                 true => record.blake3.clone(),
@@ -124,7 +129,7 @@ impl SnapshotSource {
         let file = taken.path.clone();
         let verification = std::thread::Builder::new()
             .name("verify-backup".into())
-            .spawn(move || verify(&taken))
+            .spawn(move || verify(&taken, check))
             .map_err(|source| Error::Io {
                 op: "start the backup verification for",
                 path: file.clone(),
@@ -139,8 +144,8 @@ impl SnapshotSource {
         })
     }
 
-    /// Waits for the backup's verification (blake3 and `quick_check`, run while the copy and
-    /// the post-load work) and records it; a corrupt backup fails the run here, before the
+    /// Waits for the backup's verification (blake3, row counts, the structure check asked for,
+    /// run while the copy and the post-load work) and records it; a corrupt backup fails the run here, before the
     /// snapshot is declared complete (sync only starts from a complete snapshot, and a re-run
     /// resumes from this backup and checks it again).
     pub fn verified(&mut self) -> Result<()> {
@@ -178,13 +183,13 @@ impl SnapshotSource {
     }
 }
 
-/// The backup's blake3, then its `quick_check`, row counts and manifest, at the lowest CPU
-/// priority: the copy and PostgreSQL's index builds (the critical path) keep both cores, and the
-/// verification takes the time they leave idle.
-fn verify(taken: &TakenBackup) -> Result<BackupReport> {
+/// The backup's blake3, then its structure check (`check`), row counts and manifest, at the
+/// lowest CPU priority: the copy and PostgreSQL's index builds (the critical path) keep both
+/// cores, and the verification takes the time they leave idle.
+fn verify(taken: &TakenBackup, check: StructureCheck) -> Result<BackupReport> {
     lower_this_threads_priority();
     let hash = hash_file(&taken.path)?;
-    verify_backup(taken, true, hash)
+    verify_backup(taken, check, hash)
 }
 
 /// Nice 19 for the calling thread only (Linux schedules threads by their own nice value).
