@@ -1,9 +1,10 @@
 //! The durable change log between capture (SQLite side) and apply (PostgreSQL side): a sled
-//! database under `<state dir>/changelog` with four trees — `changes` (one record per captured
+//! database under `<state dir>/changelog` with three trees — `changes` (one record per captured
 //! [`Change`], keyed by its big-endian seq so sled's key order is seq order), `boundaries` (one
-//! [`Boundary`] per consistent source state, keyed by big-endian `end_seq`), `changed` (per table
-//! and key, the seq of the key's latest captured change: what an incremental diff rechecks; it
-//! outlives trims) and `meta` (how far the log was trimmed, and from where `changed` is whole).
+//! [`Boundary`] per consistent source state, keyed by big-endian `end_seq`) and `meta` (how far
+//! the log was trimmed) — and beside it the changed keys (per table and key, the seq of the key's
+//! latest captured change: what `diff --changed` rechecks; trims leave them), in a SQLite file of
+//! its own (see `changed_keys` for why not sled).
 //!
 //! It keeps two promises of DESIGN.md. Promise 2 (exactly-once apply): apply reads whole
 //! boundaries, in seq order, and a boundary is only ever visible together with every change up to
@@ -28,6 +29,9 @@ use std::sync::Mutex;
 use crate::change::{Boundary, Change, RawValue};
 use crate::error::{Error, Result};
 use crate::fault;
+
+mod changed_keys;
+use changed_keys::ChangedKeys;
 
 /// The log between capture and apply. What `Ok` guarantees is in each method's doc: durable?
 /// ordered? idempotent? Implementations are shared by the capture and the apply thread.
@@ -107,18 +111,10 @@ pub struct ChangeLogSize {
 const CHANGES_TREE: &str = "changes";
 const BOUNDARIES_TREE: &str = "boundaries";
 const META_TREE: &str = "meta";
-const CHANGED_TREE: &str = "changed";
 /// `meta` key: the highest seq trimmed, big-endian u64.
 const META_TRIMMED_THROUGH: &[u8] = b"trimmed_through";
 /// `meta` key: the newest boundary a trim removed, so `last_boundary` outlives the trim.
 const META_TRIMMED_BOUNDARY: &[u8] = b"trimmed_boundary";
-/// `meta` key: `changed` lists every key changed after this seq (big-endian u64): the capture
-/// position when this tree first opened (0 for a fresh log; a log written by a version without
-/// `changed` vouches only for what it captures from then on).
-const META_CHANGED_FROM: &[u8] = b"changed_from";
-/// `meta` key prefix, followed by a table name: that table's changed keys were forgotten
-/// through this seq (big-endian u64).
-const META_CHANGED_FORGOTTEN: &[u8] = b"changed_forgotten:";
 
 /// sled's page cache. Apply reads changes shortly after capture wrote them, so a cache holding a
 /// few large capture cycles (10k changes of ~200 bytes are 2 MB) serves those reads from memory;
@@ -141,7 +137,8 @@ pub struct SledChangeLog {
     changes: sled::Tree,
     boundaries: sled::Tree,
     meta: sled::Tree,
-    changed: sled::Tree,
+    /// Set by `open`, right after the trees (a new store vouches from the last boundary).
+    changed: Option<ChangedKeys>,
     /// Entry counts for `size()`, counted once at open and kept by every insert and remove
     /// (sled's own `len()` scans the whole tree).
     change_count: AtomicU64,
@@ -165,8 +162,7 @@ impl SledChangeLog {
         let changes = db.open_tree(CHANGES_TREE).map_err(fail("open"))?;
         let boundaries = db.open_tree(BOUNDARIES_TREE).map_err(fail("open"))?;
         let meta = db.open_tree(META_TREE).map_err(fail("open"))?;
-        let changed = db.open_tree(CHANGED_TREE).map_err(fail("open"))?;
-        let log = SledChangeLog {
+        let mut log = SledChangeLog {
             path: dir.to_path_buf(),
             change_count: AtomicU64::new(changes.len() as u64),
             boundary_count: AtomicU64::new(boundaries.len() as u64),
@@ -175,17 +171,18 @@ impl SledChangeLog {
             changes,
             boundaries,
             meta,
-            changed,
+            changed: None,
             maintenance: Mutex::new(()),
         };
-        if log.meta_seq(META_CHANGED_FROM)?.is_none() {
-            let from = log.last_boundary()?.map_or(0, |b| b.end_seq);
-            log.meta
-                .insert(META_CHANGED_FROM, &from.to_be_bytes()[..])
-                .map_err(log.fail("open"))?;
-            log.flush("open")?;
-        }
+        let keys = ChangedKeys::open(&dir.with_extension("keys.db"), || {
+            Ok(log.last_boundary()?.map_or(0, |b| b.end_seq))
+        })?;
+        log.changed = Some(keys);
         Ok(log)
+    }
+
+    fn changed(&self) -> &ChangedKeys {
+        self.changed.as_ref().expect("opened with the log")
     }
 
     /// A big-endian u64 kept in `meta`, if set.
@@ -200,10 +197,6 @@ impl SledChangeLog {
                 let reason = format!("{name} is {} bytes, not 8", value.len());
                 self.corrupt(META_TREE, None, reason)
             })
-    }
-
-    fn forgotten_key(table: &str) -> Vec<u8> {
-        [META_CHANGED_FORGOTTEN, table.as_bytes()].concat()
     }
 
     fn fail(&self, op: &'static str) -> impl FnOnce(sled::Error) -> Error + '_ {
@@ -312,14 +305,10 @@ impl SledChangeLog {
 
 impl ChangeLog for SledChangeLog {
     fn append(&self, changes: &[Change]) -> Result<()> {
-        let (mut buf, mut key) = (Vec::with_capacity(256), Vec::with_capacity(64));
+        // The changed keys first, committed: a change that survives a crash has its key there.
+        self.changed().record(changes)?;
+        let mut buf = Vec::with_capacity(256);
         for change in changes {
-            // The changed key first: sled recovers a prefix of its writes, so a change that
-            // survives a crash always has its key in `changed`.
-            record::encode_changed_key(&change.table, &change.key, &mut key);
-            self.changed
-                .insert(key.as_slice(), &change.seq.to_be_bytes()[..])
-                .map_err(self.fail("append"))?;
             record::encode_change(change, &mut buf);
             let old = self
                 .changes
@@ -448,69 +437,11 @@ impl ChangeLog for SledChangeLog {
         after: u64,
         f: &mut dyn FnMut(Vec<RawValue>, u64) -> Result<()>,
     ) -> Result<bool> {
-        let from = self.meta_seq(META_CHANGED_FROM)?.unwrap_or(u64::MAX);
-        let forgotten = self.meta_seq(&Self::forgotten_key(table))?.unwrap_or(0);
-        if after < from || after < forgotten {
-            return Ok(false);
-        }
-        let mut prefix = Vec::new();
-        record::encode_changed_key(table, &[], &mut prefix);
-        prefix.pop(); // the empty key's value count: the prefix is the table alone
-        for entry in self.changed.scan_prefix(&prefix) {
-            let (key, value) = entry.map_err(self.fail("read"))?;
-            let seq = self.key_seq(CHANGED_TREE, &value)?;
-            if seq <= after {
-                continue;
-            }
-            let values = record::decode_changed_key(&key[prefix.len()..])
-                .map_err(|reason| self.corrupt(CHANGED_TREE, Some(seq), reason))?;
-            f(values, seq)?;
-        }
-        Ok(true)
+        self.changed().for_each(table, after, f)
     }
 
     fn forget_changed_keys(&self, table: &str, through: u64) -> Result<()> {
-        let _maintenance = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
-        let key = Self::forgotten_key(table);
-        if self.meta_seq(&key)?.is_some_and(|f| f >= through) {
-            return Ok(());
-        }
-        // The mark first: a crash mid-way leaves keys that are merely rechecked.
-        self.meta
-            .insert(key, &through.to_be_bytes()[..])
-            .map_err(self.fail("forget"))?;
-        let mut prefix = Vec::new();
-        record::encode_changed_key(table, &[], &mut prefix);
-        prefix.pop();
-        let mut stale = Vec::with_capacity(REMOVE_CHUNK);
-        for entry in self.changed.scan_prefix(&prefix) {
-            let (key, value) = entry.map_err(self.fail("forget"))?;
-            if self.key_seq(CHANGED_TREE, &value)? <= through {
-                stale.push(key);
-            }
-            if stale.len() == REMOVE_CHUNK {
-                self.remove_changed(&mut stale)?;
-            }
-        }
-        self.remove_changed(&mut stale)?;
-        self.flush("forget")
-    }
-}
-
-impl SledChangeLog {
-    /// Removes `keys` from `changed` unless a change appended since re-recorded them (compare
-    /// and swap on the seq read), then flushes.
-    fn remove_changed(&self, keys: &mut Vec<sled::IVec>) -> Result<()> {
-        for key in keys.drain(..) {
-            if let Some(seq) = self.changed.get(&key).map_err(self.fail("forget"))? {
-                // A failed swap means capture re-recorded the key: keep it.
-                let _ = self
-                    .changed
-                    .compare_and_swap(&key, Some(seq), None as Option<&[u8]>)
-                    .map_err(self.fail("forget"))?;
-            }
-        }
-        self.flush("forget")
+        self.changed().forget(table, through)
     }
 }
 
@@ -610,7 +541,7 @@ impl<L: ChangeLog> ChangeLog for FaultyChangeLog<L> {
 ///           | 0x04 bytes             Blob
 /// bytes    := len:varint byte*
 /// boundary := 0x01 end_seq:u64le committed_at:f64-bits-le changes:u64le
-/// changed  := table:bytes key:values   (a `changed` tree key; its value is the seq, u64be)
+/// key      := values                   (a key in the changed-key store)
 /// ```
 ///
 /// The seq is the record's key (big-endian u64), not part of the value. Decoding checks every
@@ -664,16 +595,13 @@ mod record {
         })
     }
 
-    /// A `changed` key: the table, then the key values; a table's keys share the table's
-    /// encoding (minus the final value count of an empty key) as their prefix.
-    pub(super) fn encode_changed_key(table: &str, key: &[RawValue], out: &mut Vec<u8>) {
+    /// Key values as the changed-key store keeps them.
+    pub(super) fn encode_key_values(key: &[RawValue], out: &mut Vec<u8>) {
         out.clear();
-        put_bytes(out, table.as_bytes());
         put_values(out, key);
     }
 
-    /// The key values of a `changed` key, after its table prefix.
-    pub(super) fn decode_changed_key(bytes: &[u8]) -> Decoded<Vec<RawValue>> {
+    pub(super) fn decode_key_values(bytes: &[u8]) -> Decoded<Vec<RawValue>> {
         let mut r = Reader { rest: bytes };
         let key = r.values("key")?;
         r.finish()?;
@@ -1608,10 +1536,8 @@ mod tests {
         let (dir, log) = open_temp();
         log.append(&[change(5, None)]).unwrap();
         log.commit_boundary(&boundary(5, 1)).unwrap();
-        // As a log written by a version without `changed`: no mark, no keys.
-        log.meta.remove(META_CHANGED_FROM).unwrap();
-        log.changed.clear().unwrap();
-        log.flush("test").unwrap();
+        // As a log written by a version without the changed-key store: no mark, no keys.
+        log.changed().clear().unwrap();
         drop(log);
         let log = SledChangeLog::open(&dir.path().join("changelog")).unwrap();
         assert_eq!(changed(&log, "t", 4), None);

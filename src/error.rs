@@ -110,6 +110,15 @@ pub enum Error {
         source: sled::Error,
     },
 
+    /// The change log's store of changed keys (a SQLite file of the tool's own).
+    #[error("changed-key store: {op} failed on {}", path.display())]
+    ChangedKeys {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
     /// A change-log record that does not decode: names the file, the tree and the seq.
     #[error("change log {}: {tree} record{} is corrupt: {reason}", path.display(), seq.map(|s| format!(" at seq {s}")).unwrap_or_default())]
     ChangeLogCorrupt {
@@ -192,7 +201,7 @@ impl Error {
             Error::Cluster { .. } => {
                 "install the PostgreSQL server binaries (bin/set-up does) or pass --target"
             }
-            Error::ChangeLog { .. } => {
+            Error::ChangeLog { .. } | Error::ChangedKeys { .. } => {
                 "check the state directory (free space, permissions); only one sqlite2pg sync may use \
                  its change log at a time"
             }
