@@ -217,6 +217,7 @@ fn run_once(
         max_pause: DEFAULT_MAX_PAUSE,
         max_lag: DEFAULT_MAX_LAG,
         full_verify: false,
+        verify_changed: false,
     };
     let report = run_cutover(&config, &opts).expect("cutover");
     std::thread::sleep(FENCE_GRACE);

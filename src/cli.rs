@@ -212,6 +212,11 @@ pub struct CutoverArgs {
     /// goes to the state directory); any difference aborts. Raise --max-pause-ms to cover it.
     #[arg(long)]
     pub full_verify: bool,
+    /// While writers are frozen, diff only the rows changed since each table's last identical
+    /// diff (`diff --changed`; tables without one are diffed whole): the sign-off in time
+    /// proportional to the changes. Any difference aborts.
+    #[arg(long, conflicts_with = "full_verify")]
+    pub verify_changed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -524,6 +529,7 @@ fn cutover(config: &Config, args: CutoverArgs) -> Result<i32> {
         max_pause: std::time::Duration::from_millis(args.max_pause_ms),
         max_lag: args.max_lag,
         full_verify: args.full_verify,
+        verify_changed: args.verify_changed,
     };
     let report = crate::cutover::run_cutover(config, &opts)?;
     for t in &report.tables {

@@ -164,6 +164,7 @@ fn journey(config: &Config, opts: &DemoOptions, dir: &std::path::Path) -> Result
         max_pause: DEFAULT_MAX_PAUSE,
         max_lag: DEFAULT_MAX_LAG,
         full_verify: false,
+        verify_changed: false,
     };
     let cut = run_cutover(&demo_config, &opts)?;
     println!(

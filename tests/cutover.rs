@@ -51,6 +51,7 @@ fn cutover_under_a_live_writer_freezes_drains_fences_and_reports_the_pause() {
             max_pause: Duration::from_secs(5),
             max_lag: 100_000,
             full_verify: false,
+            verify_changed: false,
         },
     )
     .expect("cutover");
@@ -124,6 +125,7 @@ fn a_cutover_over_its_pause_bound_aborts_and_leaves_sqlite_untouched() {
             max_pause: Duration::from_millis(1),
             max_lag: 100_000,
             full_verify: false,
+            verify_changed: false,
         },
     )
     .unwrap_err();
@@ -162,6 +164,7 @@ const PAUSE_1500_MS: CutoverOptions = CutoverOptions {
     max_pause: Duration::from_millis(1500),
     max_lag: 100_000,
     full_verify: false,
+    verify_changed: false,
 };
 
 /// A lock held in PostgreSQL must not hold the application's writers past the pause bound: the
@@ -255,6 +258,7 @@ fn a_row_changed_behind_syncs_back_stops_the_cutover() {
             max_pause: Duration::from_secs(5),
             max_lag: 100_000,
             full_verify: false,
+            verify_changed: false,
         },
     )
     .unwrap_err()
@@ -297,6 +301,7 @@ fn full_verify_diffs_every_row_while_frozen_and_aborts_on_a_difference() {
         max_pause: Duration::from_secs(30),
         max_lag: 100_000,
         full_verify: true,
+        verify_changed: false,
     };
     block_on(async {
         db.client()
@@ -323,6 +328,55 @@ fn full_verify_diffs_every_row_while_frozen_and_aborts_on_a_difference() {
         .is_err());
 }
 
+/// `--verify-changed`: while frozen, only the rows changed since each table's baseline (the
+/// snapshot's --validate) are diffed; a changed row altered in PostgreSQL aborts the cutover, and
+/// the table that differed is diffed whole next time.
+#[test]
+fn verify_changed_diffs_the_changed_rows_while_frozen_and_aborts_on_a_difference() {
+    let dir = temp_dir();
+    let db = TestDb::new();
+    let src = prepared(dir.path(), &db);
+    let opts = CutoverOptions {
+        max_pause: Duration::from_secs(30),
+        max_lag: 100_000,
+        full_verify: false,
+        verify_changed: true,
+    };
+    let app = Connection::open(&src).unwrap();
+    app.execute_batch("UPDATE jobs SET status = status WHERE id IN (1, 2, 3)")
+        .unwrap();
+    catch_up(&src, &db);
+    block_on(async {
+        db.client()
+            .await
+            .batch_execute("UPDATE jobs SET kind = 'tampered' WHERE id = 2")
+            .await
+            .unwrap()
+    });
+    let err = run_cutover(&config(&src, &db), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("diff of the changed rows found differences"),
+        "{err}"
+    );
+    app.execute_batch(
+        "UPDATE jobs SET status = status WHERE id = 2; UPDATE users SET locale = 'de' WHERE id = 4;",
+    )
+    .expect("not fenced: SQLite still takes writes");
+    catch_up(&src, &db);
+    let report = run_cutover(&config(&src, &db), &opts).expect("cutover");
+    let verified = report.full_diff.expect("--verify-changed reports its diff");
+    // users: the one row changed since the first cutover's diff; jobs (which differed then) whole.
+    assert_eq!(verified.changed_rows_checked, Some(1));
+    let html = std::fs::read_to_string(&verified.html).unwrap();
+    assert!(html.contains("IDENTICAL"), "{}", verified.html.display());
+    assert!(html.contains("changed rows only: 1 checked"), "{html}");
+    assert!(app
+        .execute_batch("UPDATE users SET locale = 'x' WHERE id = 4")
+        .is_err());
+}
+
 /// Rollback after a cutover lists what PostgreSQL received after the switch (those writes are
 /// not in SQLite), from the transaction id the cutover recorded.
 #[test]
@@ -336,6 +390,7 @@ fn rollback_after_a_cutover_lists_the_writes_postgresql_received_since() {
             max_pause: Duration::from_secs(5),
             max_lag: 100_000,
             full_verify: false,
+            verify_changed: false,
         },
     )
     .expect("cutover");

@@ -42,30 +42,50 @@ pub const WHOLE_TABLE_FRACTION: f64 = 0.05;
 
 /// What every table's `changed` comparison shares: one SQLite read transaction, the change seq it
 /// sees, the change log, and the keys of changes still in the source's change table.
-pub struct ChangedRead {
+pub struct ChangedRead<'a> {
     conn: Connection,
     /// The change seq the read sees.
     pub source_seq: u64,
-    log: Option<SledChangeLog>,
+    log: Option<Log<'a>>,
     /// Keys logged in SQLite after the change log's last boundary, per table.
     pending: HashMap<String, Vec<Vec<RawValue>>>,
 }
 
-impl ChangedRead {
-    /// Opens the change log (when sync ever ran from this state directory) and the SQLite read.
-    /// Fails when a running sync holds the change log, or change capture is not installed.
-    pub fn open(config: &Config) -> Result<ChangedRead> {
+/// The change log: opened here, or the caller's (cutover holds it open while frozen).
+enum Log<'a> {
+    Own(Box<SledChangeLog>),
+    Borrowed(&'a dyn ChangeLog),
+}
+
+impl Log<'_> {
+    fn get(&self) -> &dyn ChangeLog {
+        match self {
+            Log::Own(log) => log.as_ref(),
+            Log::Borrowed(log) => *log,
+        }
+    }
+}
+
+impl<'a> ChangedRead<'a> {
+    /// Opens the SQLite read, and the change log unless `log` is given (when sync ever ran from
+    /// this state directory). Fails when a running sync holds the change log, or change capture
+    /// is not installed.
+    pub fn open(config: &Config, log: Option<&'a dyn ChangeLog>) -> Result<ChangedRead<'a>> {
         let path = config.require_source()?;
         let dir = config.state_dir()?.join("changelog");
-        let log = if dir.exists() {
-            Some(SledChangeLog::open(&dir).map_err(|e| Error::Config {
-                field: "--changed".into(),
-                reason: format!(
+        let log = if let Some(log) = log {
+            Some(Log::Borrowed(log))
+        } else if dir.exists() {
+            Some(Log::Own(Box::new(SledChangeLog::open(&dir).map_err(
+                |e| Error::Config {
+                    field: "--changed".into(),
+                    reason: format!(
                     "the change log {} cannot be opened ({e}); a running sync or cutover holds \
                      it: stop sync first, or run a full diff",
                     dir.display()
                 ),
-            })?)
+                },
+            )?)))
         } else {
             None
         };
@@ -86,7 +106,7 @@ impl ChangedRead {
             ),
         })?;
         let captured = match &log {
-            Some(log) => log.last_boundary()?.map_or(0, |b| b.end_seq),
+            Some(log) => log.get().last_boundary()?.map_or(0, |b| b.end_seq),
             None => 0,
         };
         let mut pending: HashMap<String, Vec<Vec<RawValue>>> = HashMap::new();
@@ -128,7 +148,10 @@ impl ChangedRead {
                 keys += 1;
                 Ok(())
             };
-            if !log.changed_keys(&table.name, baseline.source_seq, &mut count)? {
+            if !log
+                .get()
+                .changed_keys(&table.name, baseline.source_seq, &mut count)?
+            {
                 return Ok(Err(
                     "the change log cannot vouch for every key changed since its baseline",
                 ));
@@ -163,12 +186,13 @@ impl ChangedRead {
             }
         }
         if let Some(log) = &self.log {
-            log.changed_keys(&table.name, baseline.source_seq, &mut |key, _| {
-                if seen.is_empty() || !seen.contains(&format!("{key:?}")) {
-                    check.push(key)?;
-                }
-                Ok(())
-            })?;
+            log.get()
+                .changed_keys(&table.name, baseline.source_seq, &mut |key, _| {
+                    if seen.is_empty() || !seen.contains(&format!("{key:?}")) {
+                        check.push(key)?;
+                    }
+                    Ok(())
+                })?;
         }
         check.flush()?;
         let checked = check.checked;
@@ -196,7 +220,7 @@ impl ChangedRead {
     /// Forgets the change log's keys of `table` up to the read's seq: a new baseline is there.
     pub fn forget_through_read(&self, table: &str) -> Result<()> {
         match &self.log {
-            Some(log) => log.forget_changed_keys(table, self.source_seq),
+            Some(log) => log.get().forget_changed_keys(table, self.source_seq),
             None => Ok(()),
         }
     }

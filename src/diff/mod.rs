@@ -26,4 +26,4 @@ pub mod wire;
 
 pub use html::render_html;
 pub use report::{render_text, DiffReport};
-pub use run::{run_diff, DiffOptions, DEFAULT_MAX_DIFFERENCES};
+pub use run::{run_diff, run_diff_with_log, DiffOptions, DEFAULT_MAX_DIFFERENCES};

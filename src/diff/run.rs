@@ -9,6 +9,7 @@ use super::canonical::HASH_VERSION;
 use super::changed::ChangedRead;
 use super::compare::{diff_table, parse_key_ranges, quarantined_keys, selected, TableScope};
 use super::report::{DiffReport, SourcePosition, TableDiff};
+use crate::changelog::ChangeLog;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::source::introspect::read_schema;
@@ -49,6 +50,16 @@ impl Default for DiffOptions {
 }
 
 pub fn run_diff(config: &Config, opts: &DiffOptions) -> Result<DiffReport> {
+    run_diff_with_log(config, opts, None)
+}
+
+/// [`run_diff`] with the change log already open in this process (cutover holds it), for
+/// `changed`.
+pub fn run_diff_with_log(
+    config: &Config,
+    opts: &DiffOptions,
+    log: Option<&dyn ChangeLog>,
+) -> Result<DiffReport> {
     let started = Instant::now();
     if let Some(p) = opts.sample {
         if !(p > 0.0 && p <= 1.0) {
@@ -81,7 +92,7 @@ pub fn run_diff(config: &Config, opts: &DiffOptions) -> Result<DiffReport> {
         .unwrap_or_default();
     let snapshot = snapshot_fingerprint(config);
     let changed = if opts.changed {
-        Some(ChangedRead::open(config)?)
+        Some(ChangedRead::open(config, log)?)
     } else {
         None
     };
