@@ -94,6 +94,10 @@ pub trait ChangeLog: Send + Sync {
         f: &mut dyn FnMut(Vec<RawValue>, u64) -> Result<()>,
     ) -> Result<bool>;
 
+    /// How many keys [`ChangeLog::changed_keys`] would list, without reading them; `None` when
+    /// it would return `false`.
+    fn changed_key_count(&self, table: &str, after: u64) -> Result<Option<u64>>;
+
     /// Forgets the changed keys of `table` with seq <= `through` (a diff found the table
     /// identical at `through`); later [`ChangeLog::changed_keys`] calls with `after < through`
     /// return `false`. Durable on `Ok`.
@@ -440,6 +444,10 @@ impl ChangeLog for SledChangeLog {
         self.changed().for_each(table, after, f)
     }
 
+    fn changed_key_count(&self, table: &str, after: u64) -> Result<Option<u64>> {
+        self.changed().count(table, after)
+    }
+
     fn forget_changed_keys(&self, table: &str, through: u64) -> Result<()> {
         self.changed().forget(table, through)
     }
@@ -521,6 +529,10 @@ impl<L: ChangeLog> ChangeLog for FaultyChangeLog<L> {
         f: &mut dyn FnMut(Vec<RawValue>, u64) -> Result<()>,
     ) -> Result<bool> {
         self.inner.changed_keys(table, after, f)
+    }
+
+    fn changed_key_count(&self, table: &str, after: u64) -> Result<Option<u64>> {
+        self.inner.changed_key_count(table, after)
     }
 
     fn forget_changed_keys(&self, table: &str, through: u64) -> Result<()> {
@@ -1506,6 +1518,8 @@ mod tests {
             vec![(vec![text("x"), RawValue::Null], 2)]
         );
         assert_eq!(changed(&log, "nope", 0).unwrap(), vec![]);
+        assert_eq!(log.changed_key_count("t", 0).unwrap(), Some(2));
+        assert_eq!(log.changed_key_count("t", 3).unwrap(), Some(1));
 
         log.forget_changed_keys("t", 3).unwrap();
         assert_eq!(
@@ -1513,6 +1527,7 @@ mod tests {
             None,
             "forgotten past 2: cannot vouch"
         );
+        assert_eq!(log.changed_key_count("t", 2).unwrap(), None);
         assert_eq!(
             changed(&log, "t", 3).unwrap(),
             vec![(vec![RawValue::Integer(7)], 4)]

@@ -121,6 +121,28 @@ impl ChangedKeys {
         tx.commit().map_err(fail)
     }
 
+    /// Whether the store vouches for every key of `table` changed after `after`.
+    fn vouches(&self, table: &str, after: u64) -> Result<bool> {
+        let from = self.mark(FROM)?.unwrap_or(u64::MAX);
+        let forgotten = self.mark(&format!("{FORGOTTEN}{table}"))?.unwrap_or(0);
+        Ok(after >= from && after >= forgotten)
+    }
+
+    /// See `ChangeLog::changed_key_count`.
+    pub(super) fn count(&self, table: &str, after: u64) -> Result<Option<u64>> {
+        if !self.vouches(table, after)? {
+            return Ok(None);
+        }
+        self.conn()
+            .query_row(
+                "SELECT count(*) FROM changed WHERE tbl = ?1 AND seq > ?2",
+                params![table, after as i64],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| Some(n as u64))
+            .map_err(self.fail("count"))
+    }
+
     /// See `ChangeLog::changed_keys`.
     pub(super) fn for_each(
         &self,
@@ -128,9 +150,7 @@ impl ChangedKeys {
         after: u64,
         f: &mut dyn FnMut(Vec<RawValue>, u64) -> Result<()>,
     ) -> Result<bool> {
-        let from = self.mark(FROM)?.unwrap_or(u64::MAX);
-        let forgotten = self.mark(&format!("{FORGOTTEN}{table}"))?.unwrap_or(0);
-        if after < from || after < forgotten {
+        if !self.vouches(table, after)? {
             return Ok(false);
         }
         let conn = self.conn();

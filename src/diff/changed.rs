@@ -144,17 +144,16 @@ impl<'a> ChangedRead<'a> {
         let seen: HashSet<String> = pending.iter().map(|k| format!("{k:?}")).collect();
         let mut keys = seen.len() as u64;
         if let Some(log) = &self.log {
-            let mut count = |_: Vec<RawValue>, _| {
-                keys += 1;
-                Ok(())
-            };
-            if !log
+            match log
                 .get()
-                .changed_keys(&table.name, baseline.source_seq, &mut count)?
+                .changed_key_count(&table.name, baseline.source_seq)?
             {
-                return Ok(Err(
-                    "the change log cannot vouch for every key changed since its baseline",
-                ));
+                Some(n) => keys += n,
+                None => {
+                    return Ok(Err(
+                        "the change log cannot vouch for every key changed since its baseline",
+                    ))
+                }
             }
         }
         if keys as f64 > baseline.source_rows.max(1) as f64 * WHOLE_TABLE_FRACTION {
