@@ -904,13 +904,18 @@ struct Signoff {
     full_seconds: f64,
 }
 
-fn measure_signoff(config: &Config) -> Signoff {
+/// `run_sync` with `catch_up`, in this process; `what` names it in a panic.
+fn catch_up(config: &Config, what: &str) {
     let stop = AtomicBool::new(false);
     let opts = SyncOptions {
         catch_up: true,
         ..SyncOptions::default()
     };
-    run_sync(config, &opts, &stop, &|_| {}).expect("sync --catch-up before the sign-off");
+    run_sync(config, &opts, &stop, &|_| {}).unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
+fn measure_signoff(config: &Config) -> Signoff {
+    catch_up(config, "sync --catch-up before the sign-off");
     let changed_opts = DiffOptions {
         changed: true,
         ..DiffOptions::default()
@@ -990,12 +995,7 @@ struct FinalCheck {
 }
 
 fn final_check(config: &Config) -> FinalCheck {
-    let stop = AtomicBool::new(false);
-    let opts = SyncOptions {
-        catch_up: true,
-        ..SyncOptions::default()
-    };
-    run_sync(config, &opts, &stop, &|_| {}).expect("the final sync --catch-up");
+    catch_up(config, "the final sync --catch-up");
     let report = run_diff(config, &DiffOptions::default()).expect("diff source and target");
     let differing: Vec<String> = report
         .tables

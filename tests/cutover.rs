@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use sqlite2pg::cutover::{run_cutover, CutoverOptions};
 use sqlite2pg::sample_app::{generate, GenerateOptions, LiveWriter, WriterOptions};
 
-use crate::snapshot::{block_on, options, query, snapshot};
+use crate::snapshot::{block_on, execute, options, query, snapshot};
 use crate::support::pg::TestDb;
 use crate::support::{temp_dir, wait_until};
 use crate::sync::{assert_identical, catch_up, config};
@@ -238,17 +238,12 @@ fn a_row_changed_behind_syncs_back_stops_the_cutover() {
     let dir = temp_dir();
     let db = TestDb::new();
     let src = prepared(dir.path(), &db);
-    block_on(async {
-        db.client()
-            .await
-            .batch_execute(
-                "CREATE FUNCTION tamper() RETURNS trigger LANGUAGE plpgsql AS $$ \
-                 BEGIN IF NEW.display_name = 'checked' THEN NEW.display_name := 'tampered'; END IF; RETURN NEW; END $$; \
-                 CREATE TRIGGER tamper BEFORE INSERT OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION tamper();",
-            )
-            .await
-            .unwrap()
-    });
+    execute(
+        &db,
+        "CREATE FUNCTION tamper() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.display_name = 'checked' THEN NEW.display_name := 'tampered'; END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER tamper BEFORE INSERT OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION tamper();",
+    );
     let app = Connection::open(&src).unwrap();
     app.execute_batch("UPDATE users SET display_name = 'checked' WHERE id = 3")
         .unwrap();
@@ -277,13 +272,7 @@ fn a_row_changed_behind_syncs_back_stops_the_cutover() {
     assert_eq!(fence, 0, "no fence: SQLite is still the system of record");
     app.execute_batch("UPDATE users SET locale = 'fr' WHERE id = 4")
         .expect("writes still work");
-    block_on(async {
-        db.client()
-            .await
-            .batch_execute("DROP TRIGGER tamper ON users")
-            .await
-            .unwrap()
-    });
+    execute(&db, "DROP TRIGGER tamper ON users");
     catch_up(&src, &db);
     assert_identical(&src, &db);
 }
@@ -303,13 +292,7 @@ fn full_verify_diffs_every_row_while_frozen_and_aborts_on_a_difference() {
         full_verify: true,
         verify_changed: false,
     };
-    block_on(async {
-        db.client()
-            .await
-            .batch_execute("UPDATE users SET locale = 'tampered' WHERE id = 2")
-            .await
-            .unwrap()
-    });
+    execute(&db, "UPDATE users SET locale = 'tampered' WHERE id = 2");
     let err = run_cutover(&config(&src, &db), &opts)
         .unwrap_err()
         .to_string();
@@ -346,13 +329,7 @@ fn verify_changed_diffs_the_changed_rows_while_frozen_and_aborts_on_a_difference
     app.execute_batch("UPDATE jobs SET status = status WHERE id IN (1, 2, 3)")
         .unwrap();
     catch_up(&src, &db);
-    block_on(async {
-        db.client()
-            .await
-            .batch_execute("UPDATE jobs SET kind = 'tampered' WHERE id = 2")
-            .await
-            .unwrap()
-    });
+    execute(&db, "UPDATE jobs SET kind = 'tampered' WHERE id = 2");
     let err = run_cutover(&config(&src, &db), &opts)
         .unwrap_err()
         .to_string();
@@ -395,16 +372,11 @@ fn rollback_after_a_cutover_lists_the_writes_postgresql_received_since() {
     )
     .expect("cutover");
     assert!(report.target_xid.is_some());
-    block_on(async {
-        db.client()
-            .await
-            .batch_execute(
-                "UPDATE users SET locale = 'after-switch' WHERE id = 2; \
+    execute(
+        &db,
+        "UPDATE users SET locale = 'after-switch' WHERE id = 2; \
                  INSERT INTO users (email, created_at) VALUES ('new@example.com', now())",
-            )
-            .await
-            .unwrap()
-    });
+    );
     let out = cli(&src, &db, &["rollback"], None);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");

@@ -51,6 +51,17 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// Runs SQL statements (several allowed) on the test database, panicking with the SQL on error.
+pub fn execute(db: &TestDb, sql: &str) {
+    block_on(async {
+        db.client()
+            .await
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    })
+}
+
 /// Runs one query and returns its rows.
 pub fn query(db: &TestDb, sql: &str) -> Vec<tokio_postgres::Row> {
     block_on(async {
@@ -856,26 +867,25 @@ fn one_big_table(path: &Path, rows: i64) -> u64 {
         .unwrap()
 }
 
-/// The page numbers (1-based) of `table`'s b-tree pages of the given type byte (13: table leaf,
-/// 10: index leaf), from the file itself: the pages that hold its rows.
-fn pages_of_type(path: &Path, page_size: u64, kind: u8) -> Vec<u64> {
-    let bytes = std::fs::read(path).unwrap();
-    (2..=bytes.len() as u64 / page_size)
+/// A database at `path` holding [`one_big_table`] of 3000 rows, with one b-tree page of type
+/// `kind` (13: table leaf, 10: index leaf) in the middle of the file broken: its type byte
+/// becomes one SQLite rejects.
+fn big_table_with_a_broken_page(path: &Path, kind: u8) {
+    let page_size = one_big_table(path, 3000);
+    let mut bytes = std::fs::read(path).unwrap();
+    let pages: Vec<u64> = (2..=bytes.len() as u64 / page_size)
         .filter(|&p| bytes[((p - 1) * page_size) as usize] == kind)
-        .collect()
+        .collect();
+    assert!(pages.len() > 20, "{pages:?}");
+    bytes[((pages[pages.len() / 2] - 1) * page_size) as usize] = 0x42;
+    std::fs::write(path, &bytes).unwrap();
 }
 
 #[test]
 fn a_corrupt_page_in_a_copied_table_stops_the_snapshot_naming_the_table() {
     let dir = temp_dir();
     let src = dir.path().join("corrupt.db");
-    let page_size = one_big_table(&src, 3000);
-    let leaves = pages_of_type(&src, page_size, 13);
-    assert!(leaves.len() > 20, "{leaves:?}");
-    // Breaks one leaf in the middle of the table: its type byte becomes one SQLite rejects.
-    let mut bytes = std::fs::read(&src).unwrap();
-    bytes[((leaves[leaves.len() / 2] - 1) * page_size) as usize] = 0x42;
-    std::fs::write(&src, &bytes).unwrap();
+    big_table_with_a_broken_page(&src, 13);
     let db = TestDb::new();
     let opts = SnapshotOptions {
         capture: false,
@@ -895,12 +905,7 @@ fn a_corrupt_page_in_a_copied_table_stops_the_snapshot_naming_the_table() {
 fn a_corrupt_index_page_is_not_copied_and_check_backup_finds_it() {
     let dir = temp_dir();
     let src = dir.path().join("corrupt_index.db");
-    let page_size = one_big_table(&src, 3000);
-    let index_leaves = pages_of_type(&src, page_size, 10);
-    assert!(index_leaves.len() > 20, "{index_leaves:?}");
-    let mut bytes = std::fs::read(&src).unwrap();
-    bytes[((index_leaves[index_leaves.len() / 2] - 1) * page_size) as usize] = 0x42;
-    std::fs::write(&src, &bytes).unwrap();
+    big_table_with_a_broken_page(&src, 10);
     // The rows are intact: the snapshot copies all of them (PostgreSQL builds its own index).
     let db = TestDb::new();
     let opts = SnapshotOptions {

@@ -98,31 +98,47 @@ fn handoff_under_a_live_writer_loses_and_duplicates_nothing() {
     );
 }
 
+/// The keyed tables of the capture-hole tests: a rowid key with a UNIQUE column, a foreign key,
+/// a WITHOUT ROWID text key, a composite key.
+const KEYED_TABLES: &str = "
+    CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE, name TEXT);
+    CREATE TABLE items (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users(id), label TEXT);
+    CREATE TABLE kv (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID;
+    CREATE TABLE pairs (a TEXT, b INTEGER, note TEXT, PRIMARY KEY (a, b));";
+
+/// `dir/name`, a WAL database made by `sql`, snapshotted with `opts`; returns its path.
+fn snapshotted_db(
+    dir: &Path,
+    db: &TestDb,
+    name: &str,
+    sql: &str,
+    opts: &sqlite2pg::snapshot::SnapshotOptions,
+) -> std::path::PathBuf {
+    let src = dir.join(name);
+    let conn = Connection::open(&src).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=WAL;").unwrap();
+    conn.execute_batch(sql).unwrap();
+    drop(conn);
+    snapshot(&src, db, opts).expect("snapshot");
+    src
+}
+
 /// A database with one table per capture hole, snapshotted; returns its path.
 fn holes_db(dir: &Path, db: &TestDb) -> std::path::PathBuf {
-    let src = dir.join("holes.db");
-    let conn = Connection::open(&src).unwrap();
-    conn.execute_batch(
-        "PRAGMA journal_mode=WAL;
-         CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE, name TEXT);
-         CREATE TABLE items (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users(id), label TEXT);
-         CREATE TABLE kv (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID;
-         CREATE TABLE pairs (a TEXT, b INTEGER, note TEXT, PRIMARY KEY (a, b));
+    let sql = format!(
+        "{KEYED_TABLES}
          CREATE TABLE logs (line TEXT);
          INSERT INTO users VALUES (1, 'a@x', 'A'), (2, 'b@x', 'B'), (3, 'c@x', 'C');
          INSERT INTO items VALUES (1, 1, 'one'), (2, 2, 'two');
          INSERT INTO kv VALUES ('k1', x'01'), ('k,2''', x'02');
          INSERT INTO pairs VALUES ('x', 1, 'n1'), ('x,y', 2, 'n2');
-         INSERT INTO logs VALUES ('first');",
-    )
-    .unwrap();
-    drop(conn);
+         INSERT INTO logs VALUES ('first');"
+    );
     let opts = sqlite2pg::snapshot::SnapshotOptions {
         allow_rowid_key: true,
         ..options()
     };
-    snapshot(&src, db, &opts).expect("snapshot");
-    src
+    snapshotted_db(dir, db, "holes.db", &sql, &opts)
 }
 
 #[test]
@@ -192,24 +208,15 @@ fn checked(report: &sqlite2pg::diff::DiffReport, name: &str) -> (&'static str, O
 
 /// 100 users, 100 items, 40 kv rows and 40 pairs, snapshotted (with --validate) and captured.
 fn hundred_rows_db(dir: &Path, db: &TestDb) -> std::path::PathBuf {
-    let src = dir.join("hundred.db");
-    let conn = Connection::open(&src).unwrap();
-    conn.execute_batch(
-        "PRAGMA journal_mode=WAL;
-         CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE, name TEXT);
-         CREATE TABLE items (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users(id), label TEXT);
-         CREATE TABLE kv (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID;
-         CREATE TABLE pairs (a TEXT, b INTEGER, note TEXT, PRIMARY KEY (a, b));
+    let sql = format!(
+        "{KEYED_TABLES}
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)
          INSERT INTO users SELECT i, 'u' || i || '@x', 'user ' || i FROM n;
          INSERT INTO items SELECT id, id, 'item ' || id FROM users;
          INSERT INTO kv SELECT 'k' || id, randomblob(8) FROM users WHERE id <= 40;
-         INSERT INTO pairs SELECT 'x' || (id % 2), id, 'n' || id FROM users WHERE id <= 40;",
-    )
-    .unwrap();
-    drop(conn);
-    snapshot(&src, db, &options()).expect("snapshot");
-    src
+         INSERT INTO pairs SELECT 'x' || (id % 2), id, 'n' || id FROM users WHERE id <= 40;"
+    );
+    snapshotted_db(dir, db, "hundred.db", &sql, &options())
 }
 
 #[test]

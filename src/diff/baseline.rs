@@ -91,7 +91,7 @@ impl Baselines {
     }
 
     pub fn set(&mut self, baseline: TableBaseline) {
-        self.forget(&baseline.table.clone());
+        self.forget(&baseline.table);
         self.tables.push(baseline);
     }
 

@@ -14,6 +14,7 @@
 //! and only sync has changed PostgreSQL's rows since (a full `diff` trusts nothing).
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 
 use rusqlite::Connection;
 use tokio::runtime::Runtime;
@@ -27,7 +28,7 @@ use crate::config::Config;
 use crate::convert::render;
 use crate::error::{Error, Result};
 use crate::source::capture::{logged_keys_after, visible_seq, ImageLookup};
-use crate::source::introspect::Table;
+use crate::source::introspect::{row_count, Table};
 use crate::source::open_read_only;
 use crate::target::apply::ApplyTable;
 use crate::target::ddl::qualified;
@@ -43,6 +44,8 @@ pub const WHOLE_TABLE_FRACTION: f64 = 0.05;
 /// What every table's `changed` comparison shares: one SQLite read transaction, the change seq it
 /// sees, the change log, and the keys of changes still in the source's change table.
 pub struct ChangedRead<'a> {
+    /// The source database, and the read transaction on it.
+    path: PathBuf,
     conn: Connection,
     /// The change seq the read sees.
     pub source_seq: u64,
@@ -114,6 +117,7 @@ impl<'a> ChangedRead<'a> {
             pending.entry(table).or_default().push(key);
         }
         Ok(ChangedRead {
+            path: path.to_path_buf(),
             conn,
             source_seq,
             log,
@@ -139,7 +143,7 @@ impl<'a> ChangedRead<'a> {
         max_differences: usize,
     ) -> Result<std::result::Result<TableDiff, &'static str>> {
         let started = std::time::Instant::now();
-        // Keys still in SQLite's change table first; the log's keys skip those.
+        // Keys still in SQLite's change table first (distinct); the log's keys skip those.
         let pending = self.pending.get(&table.name).map_or(&[][..], Vec::as_slice);
         let seen: HashSet<String> = pending.iter().map(|k| format!("{k:?}")).collect();
         let mut keys = seen.len() as u64;
@@ -178,11 +182,9 @@ impl<'a> ChangedRead<'a> {
             chunk: Vec::with_capacity(MAX_KEYS_PER_READ),
             checked: 0,
         };
-        let mut pushed = HashSet::with_capacity(seen.len());
+        // Distinct already (`logged_keys_after` reads them with SELECT DISTINCT).
         for key in pending {
-            if pushed.insert(format!("{key:?}")) {
-                check.push(key.clone())?;
-            }
+            check.push(key.clone())?;
         }
         if let Some(log) = &self.log {
             log.get()
@@ -231,25 +233,12 @@ impl<'a> ChangedRead<'a> {
         config: &Config,
         map: &TableMap,
     ) -> Result<(u64, u64)> {
-        let source: i64 = self
-            .conn
-            .query_row(
-                &format!(
-                    "SELECT count(*) FROM {}",
-                    crate::source::quote_ident(&map.source)
-                ),
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|source| Error::Source {
-                op: "count rows",
-                path: config
-                    .require_source()
-                    .map(|p| p.to_path_buf())
-                    .unwrap_or_default(),
-                table: Some(map.source.clone()),
-                source,
-            })?;
+        let source = row_count(&self.conn, &map.source).map_err(|source| Error::Source {
+            op: "count rows",
+            path: self.path.clone(),
+            table: Some(map.source.clone()),
+            source,
+        })?;
         let sql = format!(
             "SELECT count(*) FROM {}",
             qualified(&config.schema, &map.target)
@@ -262,7 +251,7 @@ impl<'a> ChangedRead<'a> {
                 source,
             })?
             .get(0);
-        Ok((source as u64, target as u64))
+        Ok((source, target as u64))
     }
 }
 
