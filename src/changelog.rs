@@ -1,6 +1,7 @@
 //! The durable change log between capture (SQLite side) and apply (PostgreSQL side): a sled
-//! database under `<state dir>/changelog` with three trees — `changes` (one record per captured
-//! [`Change`], keyed by its big-endian seq so sled's key order is seq order), `boundaries` (one
+//! database under `<state dir>/changelog` with the changes (one record per captured [`Change`],
+//! keyed by its big-endian seq so sled's key order is seq order, in trees of 65536 seqs each so
+//! a trim drops whole trees, see `segments`), `boundaries` (one
 //! [`Boundary`] per consistent source state, keyed by big-endian `end_seq`) and `meta` (how far
 //! the log was trimmed) — and beside it the changed keys (per table and key, the seq of the key's
 //! latest captured change: what `diff --changed` rechecks; trims leave them), in a SQLite file of
@@ -31,7 +32,9 @@ use crate::error::{Error, Result};
 use crate::fault;
 
 mod changed_keys;
+mod segments;
 use changed_keys::ChangedKeys;
+use segments::{key_range, Segments};
 
 /// The log between capture and apply. What `Ok` guarantees is in each method's doc: durable?
 /// ordered? idempotent? Implementations are shared by the capture and the apply thread.
@@ -112,6 +115,7 @@ pub struct ChangeLogSize {
     pub disk_bytes: u64,
 }
 
+/// What errors name as the tree of change records (they live in segment trees, see `segments`).
 const CHANGES_TREE: &str = "changes";
 const BOUNDARIES_TREE: &str = "boundaries";
 const META_TREE: &str = "meta";
@@ -138,14 +142,13 @@ const REMOVE_CHUNK: usize = 4096;
 pub struct SledChangeLog {
     path: PathBuf,
     db: sled::Db,
-    changes: sled::Tree,
+    changes: Segments,
     boundaries: sled::Tree,
     meta: sled::Tree,
     /// Set by `open`, right after the trees (a new store vouches from the last boundary).
     changed: Option<ChangedKeys>,
-    /// Entry counts for `size()`, counted once at open and kept by every insert and remove
-    /// (sled's own `len()` scans the whole tree).
-    change_count: AtomicU64,
+    /// Boundaries, for `size()`, counted once at open and kept by every insert and remove
+    /// (sled's own `len()` scans the whole tree); the segments count their changes.
     boundary_count: AtomicU64,
     /// Bytes appended since the last flush (see [`FLUSH_EVERY_BYTES`]).
     unflushed: AtomicU64,
@@ -163,12 +166,11 @@ impl SledChangeLog {
             move |source| Error::ChangeLog { op, path, source }
         };
         let db = open_db(dir).map_err(fail("open"))?;
-        let changes = db.open_tree(CHANGES_TREE).map_err(fail("open"))?;
+        let changes = Segments::open(&db).map_err(fail("open"))?;
         let boundaries = db.open_tree(BOUNDARIES_TREE).map_err(fail("open"))?;
         let meta = db.open_tree(META_TREE).map_err(fail("open"))?;
         let mut log = SledChangeLog {
             path: dir.to_path_buf(),
-            change_count: AtomicU64::new(changes.len() as u64),
             boundary_count: AtomicU64::new(boundaries.len() as u64),
             unflushed: AtomicU64::new(0),
             db,
@@ -289,6 +291,19 @@ impl SledChangeLog {
         }
     }
 
+    /// Removes every change with a seq in `range`: the segments it covers whole are dropped,
+    /// the others lose the keys in `range` one by one (see `segments`).
+    fn remove_changes(&self, range: (Bound<u64>, Bound<u64>), op: &'static str) -> Result<()> {
+        for (number, segment) in self.changes.overlapping(range) {
+            if Segments::covered(range, number) {
+                self.changes.drop_segment(number).map_err(self.fail(op))?;
+            } else {
+                self.remove_range(&segment.tree, key_range(range), &segment.count, op)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Records the newest boundary a trim through `through` removes, before removing it.
     fn keep_trimmed_boundary(&self, through: u64) -> Result<()> {
         let newest = self
@@ -312,15 +327,26 @@ impl ChangeLog for SledChangeLog {
         // The changed keys first, committed: a change that survives a crash has its key there.
         self.changed().record(changes)?;
         let mut buf = Vec::with_capacity(256);
+        let mut segment: Option<segments::Segment> = None;
         for change in changes {
             record::encode_change(change, &mut buf);
-            let old = self
-                .changes
+            // Seqs ascend within a call, so a segment is looked up once per call, or twice.
+            let within = |s: &segments::Segment| s.holds(change.seq);
+            let into = match segment.take().filter(within) {
+                Some(s) => s,
+                None => self
+                    .changes
+                    .get_or_create(change.seq)
+                    .map_err(self.fail("append"))?,
+            };
+            let old = into
+                .tree
                 .insert(change.seq.to_be_bytes(), buf.as_slice())
                 .map_err(self.fail("append"))?;
             if old.is_none() {
-                self.change_count.fetch_add(1, Ordering::Relaxed);
+                into.count.fetch_add(1, Ordering::Relaxed);
             }
+            segment = Some(into);
             let appended = buf.len() as u64 + 8;
             if self.unflushed.fetch_add(appended, Ordering::Relaxed) + appended > FLUSH_EVERY_BYTES
             {
@@ -358,9 +384,8 @@ impl ChangeLog for SledChangeLog {
     fn discard_after(&self, seq: u64) -> Result<()> {
         let _maintenance = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
         let bounded = self.last_boundary()?.map_or(0, |b| b.end_seq);
-        let from = seq.max(bounded).to_be_bytes();
-        let range = (Bound::Excluded(from), Bound::Unbounded);
-        self.remove_range(&self.changes, range, &self.change_count, "discard")?;
+        let range = (Bound::Excluded(seq.max(bounded)), Bound::Unbounded);
+        self.remove_changes(range, "discard")?;
         self.flush("discard")
     }
 
@@ -377,10 +402,17 @@ impl ChangeLog for SledChangeLog {
     }
 
     fn last_change_seq(&self) -> Result<Option<u64>> {
-        match self.changes.last().map_err(self.fail("read"))? {
-            Some((key, _)) => self.key_seq(CHANGES_TREE, &key).map(Some),
-            None => Ok(None),
+        let all = (Bound::Unbounded, Bound::Unbounded);
+        for (_, segment) in self.changes.overlapping(all).into_iter().rev() {
+            match segment.tree.last() {
+                Ok(Some((key, _))) => return self.key_seq(CHANGES_TREE, &key).map(Some),
+                // Empty, or dropped by a trim on another thread since the list was taken: a
+                // trimmed segment holds nothing newer.
+                Ok(None) | Err(sled::Error::CollectionNotFound(_)) => {}
+                Err(e) => return Err(self.fail("read")(e)),
+            }
         }
+        Ok(None)
     }
 
     fn for_each_in(
@@ -392,16 +424,15 @@ impl ChangeLog for SledChangeLog {
         if after >= through {
             return Ok(());
         }
-        let range = (
-            Bound::Excluded(after.to_be_bytes()),
-            Bound::Included(through.to_be_bytes()),
-        );
-        for entry in self.changes.range(range) {
-            let (key, value) = entry.map_err(self.fail("read"))?;
-            let seq = self.key_seq(CHANGES_TREE, &key)?;
-            let change = record::decode_change(seq, &value)
-                .map_err(|reason| self.corrupt(CHANGES_TREE, Some(seq), reason))?;
-            f(change)?;
+        let range = (Bound::Excluded(after), Bound::Included(through));
+        for (_, segment) in self.changes.overlapping(range) {
+            for entry in segment.tree.range(key_range(range)) {
+                let (key, value) = entry.map_err(self.fail("read"))?;
+                let seq = self.key_seq(CHANGES_TREE, &key)?;
+                let change = record::decode_change(seq, &value)
+                    .map_err(|reason| self.corrupt(CHANGES_TREE, Some(seq), reason))?;
+                f(change)?;
+            }
         }
         Ok(())
     }
@@ -414,9 +445,14 @@ impl ChangeLog for SledChangeLog {
         // Order matters for a crash mid-trim: the trimmed boundary is saved before boundaries
         // go, and `trimmed_through` moves only after every removal, so a retry redoes the rest.
         self.keep_trimmed_boundary(through)?;
-        let range = (Bound::Unbounded, Bound::Included(through.to_be_bytes()));
-        self.remove_range(&self.boundaries, range, &self.boundary_count, "trim")?;
-        self.remove_range(&self.changes, range, &self.change_count, "trim")?;
+        let range = (Bound::Unbounded, Bound::Included(through));
+        self.remove_range(
+            &self.boundaries,
+            key_range(range),
+            &self.boundary_count,
+            "trim",
+        )?;
+        self.remove_changes(range, "trim")?;
         self.meta
             .insert(META_TRIMMED_THROUGH, &through.to_be_bytes()[..])
             .map_err(self.fail("trim"))?;
@@ -429,7 +465,7 @@ impl ChangeLog for SledChangeLog {
 
     fn size(&self) -> Result<ChangeLogSize> {
         Ok(ChangeLogSize {
-            changes: self.change_count.load(Ordering::Relaxed),
+            changes: self.changes.count(),
             boundaries: self.boundary_count.load(Ordering::Relaxed),
             disk_bytes: self.db.size_on_disk().map_err(self.fail("measure"))?,
         })
@@ -1158,7 +1194,9 @@ mod tests {
     fn a_corrupt_record_is_an_error_naming_its_seq() {
         let (_dir, log) = open_temp();
         log.append(&[change(1, None)]).unwrap();
-        log.changes
+        let segment = log.changes.get_or_create(42).unwrap();
+        segment
+            .tree
             .insert(42u64.to_be_bytes(), &[1u8, 200][..])
             .unwrap();
         let err = log.for_each_in(0, 100, &mut |_| Ok(())).unwrap_err();
@@ -1197,6 +1235,81 @@ mod tests {
         assert_eq!(log.trimmed_through().unwrap(), 2);
         assert_eq!(log.size().unwrap().changes, 1);
         assert_eq!(seqs(&collect(&log.into_inner(), 0, 9)), [3]);
+    }
+
+    fn segment_trees(log: &SledChangeLog) -> usize {
+        log.db
+            .tree_names()
+            .iter()
+            .filter(|n| n.starts_with(b"changes."))
+            .count()
+    }
+
+    #[test]
+    fn trims_and_discards_drop_the_segments_they_cover_and_keep_exact_counts() {
+        let s = segments::SEGMENT_SEQS;
+        let dir = tempfile::tempdir().unwrap();
+        let all: Vec<u64> = vec![1, s - 1, s, s + 1, 2 * s - 1, 2 * s, 2 * s + 5, 3 * s + 1];
+        {
+            let log = SledChangeLog::open(dir.path()).unwrap();
+            log.append(&all.iter().map(|&q| change(q, None)).collect::<Vec<_>>())
+                .unwrap();
+            log.commit_boundary(&boundary(2 * s + 5, 7)).unwrap();
+            assert_eq!(segment_trees(&log), 4);
+            assert_eq!(
+                seqs(&collect(&log, s - 1, 2 * s)),
+                [s, s + 1, 2 * s - 1, 2 * s]
+            );
+            assert_eq!(log.last_change_seq().unwrap(), Some(3 * s + 1));
+            // 3s+1 has no boundary: its segment goes whole.
+            log.discard_after(0).unwrap();
+            assert_eq!(segment_trees(&log), 3);
+            assert_eq!(log.last_change_seq().unwrap(), Some(2 * s + 5));
+            // Segments 0 and 1 lie within the trim and go whole; 2s leaves segment 2 by key.
+            log.trim_through(2 * s).unwrap();
+            assert_eq!(segment_trees(&log), 1);
+            assert_eq!(seqs(&collect(&log, 0, u64::MAX)), [2 * s + 5]);
+            assert_eq!(log.size().unwrap().changes, 1);
+        }
+        let log = SledChangeLog::open(dir.path()).unwrap();
+        assert_eq!(log.size().unwrap().changes, 1);
+        assert_eq!(seqs(&collect(&log, 0, u64::MAX)), [2 * s + 5]);
+        log.append(&[change(4 * s, None)]).unwrap();
+        assert_eq!(seqs(&collect(&log, 2 * s + 5, u64::MAX)), [4 * s]);
+        log.trim_through(2 * s + 5).unwrap();
+        assert_eq!(log.last_change_seq().unwrap(), Some(4 * s));
+        assert_eq!(log.size().unwrap().changes, 1);
+    }
+
+    #[test]
+    fn a_log_written_before_segments_is_moved_into_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = segments::SEGMENT_SEQS;
+        let written: Vec<Change> = [3, s + 2, 5 * s].iter().map(|&q| change(q, None)).collect();
+        {
+            let db = open_db(dir.path()).unwrap();
+            let legacy = db.open_tree("changes").unwrap();
+            let mut buf = Vec::new();
+            for c in &written {
+                record::encode_change(c, &mut buf);
+                legacy.insert(c.seq.to_be_bytes(), buf.as_slice()).unwrap();
+            }
+            db.open_tree(BOUNDARIES_TREE)
+                .unwrap()
+                .insert(
+                    (5 * s).to_be_bytes(),
+                    &record::encode_boundary(&boundary(5 * s, 3))[..],
+                )
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let log = SledChangeLog::open(dir.path()).unwrap();
+        assert!(!log.db.tree_names().iter().any(|n| n == b"changes"));
+        assert_eq!(segment_trees(&log), 3);
+        let read = collect(&log, 0, u64::MAX);
+        assert!(read.len() == 3 && read.iter().zip(&written).all(|(r, w)| same_change(r, w)));
+        assert_eq!(log.size().unwrap().changes, 3);
+        assert_eq!(log.boundaries_after(0, 9).unwrap(), [boundary(5 * s, 3)]);
     }
 
     // ---- crash tests: a child process (this test binary, re-run) writes; the parent kills it ----
