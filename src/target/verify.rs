@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use futures_util::StreamExt;
 use tokio_postgres::Transaction;
 
-use super::apply::{stage_rows, ApplyTable};
+use super::apply::{stage_rows, ApplyTable, KEYED_JOINS};
 use super::copy_out::CopyDecoder;
 use super::ddl::qualified;
 use super::mapping::TableMap;
@@ -121,6 +121,9 @@ pub async fn verify_changes(
         .transaction()
         .await
         .map_err(pg_err("begin the verify transaction", None))?;
+    tx.batch_execute(KEYED_JOINS)
+        .await
+        .map_err(pg_err("plan the verify reads", None))?;
     let mut found = Vec::new();
     let mut staged = 0;
     for (table, wanted) in &grouped {
