@@ -393,3 +393,64 @@ fn rollback_after_a_cutover_lists_the_writes_postgresql_received_since() {
         "untouched tables are not listed: {stdout}"
     );
 }
+
+/// A row quarantined by the snapshot (NUL in text) that the application fixes later arrives
+/// through sync; its quarantine record stays as history, and must not make the cutover's row
+/// counts disagree. The counts still catch a row PostgreSQL holds beyond SQLite's, and one it
+/// lacks beyond the quarantined keys.
+#[test]
+fn a_quarantined_row_fixed_later_does_not_stop_the_cutover() {
+    let dir = temp_dir();
+    let db = TestDb::new();
+    let src = dir.path().join("app.db");
+    generate(
+        &src,
+        &GenerateOptions {
+            scale: 0.002,
+            seed: 4,
+        },
+    )
+    .unwrap();
+    let app = Connection::open(&src).unwrap();
+    app.execute_batch("UPDATE users SET display_name = 'a' || char(0) || 'b' WHERE id = 5")
+        .unwrap();
+    let _ = snapshot(&src, &db, &options());
+    let quarantined: i64 = query(&db, "SELECT count(*) FROM sqlite2pg.quarantine")[0].get(0);
+    assert_eq!(quarantined, 1, "the NUL row is quarantined");
+    app.execute_batch("UPDATE users SET display_name = 'fixed' WHERE id = 5")
+        .unwrap();
+    let cutover = || {
+        run_cutover(
+            &config(&src, &db),
+            &CutoverOptions {
+                max_pause: Duration::from_secs(5),
+                max_lag: 100_000,
+                full_verify: false,
+                verify_changed: false,
+            },
+        )
+    };
+    execute(
+        &db,
+        "INSERT INTO users (id, email, created_at, is_admin) VALUES (100000, 'extra@x', now(), false)",
+    );
+    let err = cutover().unwrap_err().to_string();
+    assert!(err.contains("SQLite holds 20 rows, PostgreSQL 21"), "{err}");
+    execute(&db, "DELETE FROM users WHERE id = 100000");
+    let key: String = app
+        .query_row("SELECT key FROM app_state ORDER BY key LIMIT 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    execute(&db, &format!("DELETE FROM app_state WHERE key = '{key}'"));
+    let err = cutover().unwrap_err().to_string();
+    assert!(
+        err.contains("app_state") && err.contains("+0 quarantined"),
+        "{err}"
+    );
+    // Touching the row in SQLite makes sync send it again.
+    app.execute("UPDATE app_state SET value = value WHERE key = ?1", [&key])
+        .unwrap();
+    cutover().expect("the fixed row arrived, so the counts agree");
+    assert_identical(&src, &db);
+}

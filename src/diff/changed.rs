@@ -7,8 +7,8 @@
 //! (`target::verify`): the SQLite row of that key, read in one read transaction for every table
 //! and converted with the column plan, against the PostgreSQL row of that key, by canonical row
 //! hash. Row counts of both sides are compared too, so a row that sync never touched but someone
-//! else inserted or deleted in PostgreSQL does not go unseen (checked when the table has no
-//! quarantined rows, which legitimately make the counts differ).
+//! else inserted or deleted in PostgreSQL does not go unseen (PostgreSQL may lack up to one row
+//! per quarantined key, as cutover allows).
 //!
 //! What this trusts, and says so: rows outside the changed keys were identical at the baseline,
 //! and only sync has changed PostgreSQL's rows since (a full `diff` trusts nothing).
@@ -201,9 +201,12 @@ impl<'a> ChangedRead<'a> {
         diff.source_rows = source_rows;
         diff.target_rows = target_rows;
         diff.identical = checked - (diff.modified + diff.missing + diff.extra);
-        if quarantined.is_empty() && source_rows != target_rows {
+        // As cutover counts: PostgreSQL may lack a row per quarantined key (their records are
+        // history, so a fixed row is in both), never more, and never holds more rows.
+        let q = quarantined.len() as u64;
+        if target_rows > source_rows || target_rows + q < source_rows {
             diff.problems.push(format!(
-                "SQLite has {source_rows} rows and PostgreSQL {target_rows}, with no row \
+                "SQLite has {source_rows} rows and PostgreSQL {target_rows}, with {q} key(s) \
                  quarantined: a row no change touched differs (did something other than sync \
                  write PostgreSQL?); run a full diff to find it"
             ));
