@@ -15,6 +15,23 @@ use crate::support::{temp_dir, wait_until};
 use crate::sync::{assert_identical, catch_up, config};
 
 pub fn prepared(dir: &Path, db: &TestDb) -> std::path::PathBuf {
+    let src = generated(dir);
+    snapshot(&src, db, &options()).unwrap();
+    src
+}
+
+/// Cutover options with pause bound `max_pause`, a generous lag bound and no row diff.
+fn pausing(max_pause: Duration) -> CutoverOptions {
+    CutoverOptions {
+        max_pause,
+        max_lag: 100_000,
+        full_verify: false,
+        verify_changed: false,
+    }
+}
+
+/// A small sample app database, `app.db` in `dir`.
+fn generated(dir: &Path) -> std::path::PathBuf {
     let src = dir.join("app.db");
     generate(
         &src,
@@ -24,7 +41,6 @@ pub fn prepared(dir: &Path, db: &TestDb) -> std::path::PathBuf {
         },
     )
     .unwrap();
-    snapshot(&src, db, &options()).unwrap();
     src
 }
 
@@ -45,16 +61,8 @@ fn cutover_under_a_live_writer_freezes_drains_fences_and_reports_the_pause() {
         writer.stats().transactions > 100
     });
     catch_up(&src, &db);
-    let report = run_cutover(
-        &config(&src, &db),
-        &CutoverOptions {
-            max_pause: Duration::from_secs(5),
-            max_lag: 100_000,
-            full_verify: false,
-            verify_changed: false,
-        },
-    )
-    .expect("cutover");
+    let report =
+        run_cutover(&config(&src, &db), &pausing(Duration::from_secs(5))).expect("cutover");
     let pause = report
         .pause_ms
         .expect("a cutover that freezes reports its pause");
@@ -119,16 +127,7 @@ fn a_cutover_over_its_pause_bound_aborts_and_leaves_sqlite_untouched() {
             .collect()
     };
     let before = triggers(&app);
-    let err = run_cutover(
-        &config(&src, &db),
-        &CutoverOptions {
-            max_pause: Duration::from_millis(1),
-            max_lag: 100_000,
-            full_verify: false,
-            verify_changed: false,
-        },
-    )
-    .unwrap_err();
+    let err = run_cutover(&config(&src, &db), &pausing(Duration::from_millis(1))).unwrap_err();
     assert!(err.to_string().contains("aborted"), "{err}");
     assert_eq!(triggers(&app), before, "no fence, capture still installed");
     app.execute_batch("UPDATE users SET display_name = 'after abort' WHERE id = 6")
@@ -160,13 +159,6 @@ fn hold_lock(
     (release, holder)
 }
 
-const PAUSE_1500_MS: CutoverOptions = CutoverOptions {
-    max_pause: Duration::from_millis(1500),
-    max_lag: 100_000,
-    full_verify: false,
-    verify_changed: false,
-};
-
 /// A lock held in PostgreSQL must not hold the application's writers past the pause bound: the
 /// frozen statements are bounded too (here `count(*)` would wait on the lock), so the cutover
 /// aborts at the bound with SQLite untouched, and succeeds once the lock is gone.
@@ -177,7 +169,7 @@ fn a_lock_held_in_postgresql_aborts_the_cutover_at_its_pause_bound() {
     let src = prepared(dir.path(), &db);
     let (release, holder) = hold_lock(&db, "LOCK TABLE public.users IN ACCESS EXCLUSIVE MODE");
     let started = std::time::Instant::now();
-    let err = run_cutover(&config(&src, &db), &PAUSE_1500_MS).unwrap_err();
+    let err = run_cutover(&config(&src, &db), &pausing(Duration::from_millis(1500))).unwrap_err();
     let took = started.elapsed();
     release.send(()).unwrap();
     holder.join().unwrap();
@@ -190,7 +182,8 @@ fn a_lock_held_in_postgresql_aborts_the_cutover_at_its_pause_bound() {
         .unwrap()
         .execute_batch("UPDATE users SET display_name = 'not frozen' WHERE id = 1")
         .expect("writers are released and SQLite is not fenced");
-    run_cutover(&config(&src, &db), &PAUSE_1500_MS).expect("cutover once the lock is gone");
+    run_cutover(&config(&src, &db), &pausing(Duration::from_millis(1500)))
+        .expect("cutover once the lock is gone");
     assert_identical(&src, &db);
 }
 
@@ -204,7 +197,7 @@ fn an_autovacuum_lock_does_not_delay_moving_identities() {
     let db = TestDb::new();
     let src = prepared(dir.path(), &db);
     let (release, holder) = hold_lock(&db, "LOCK TABLE public.jobs IN SHARE UPDATE EXCLUSIVE MODE");
-    let report = run_cutover(&config(&src, &db), &PAUSE_1500_MS);
+    let report = run_cutover(&config(&src, &db), &pausing(Duration::from_millis(1500)));
     release.send(()).unwrap();
     holder.join().unwrap();
     let report = report.expect("cutover while a table is being vacuumed");
@@ -247,17 +240,9 @@ fn a_row_changed_behind_syncs_back_stops_the_cutover() {
     let app = Connection::open(&src).unwrap();
     app.execute_batch("UPDATE users SET display_name = 'checked' WHERE id = 3")
         .unwrap();
-    let err = run_cutover(
-        &config(&src, &db),
-        &CutoverOptions {
-            max_pause: Duration::from_secs(5),
-            max_lag: 100_000,
-            full_verify: false,
-            verify_changed: false,
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let err = run_cutover(&config(&src, &db), &pausing(Duration::from_secs(5)))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("users") && err.contains("key 3") && err.contains("re-enqueued"),
         "{err}"
@@ -287,10 +272,8 @@ fn full_verify_diffs_every_row_while_frozen_and_aborts_on_a_difference() {
     let db = TestDb::new();
     let src = prepared(dir.path(), &db);
     let opts = CutoverOptions {
-        max_pause: Duration::from_secs(30),
-        max_lag: 100_000,
         full_verify: true,
-        verify_changed: false,
+        ..pausing(Duration::from_secs(30))
     };
     execute(&db, "UPDATE users SET locale = 'tampered' WHERE id = 2");
     let err = run_cutover(&config(&src, &db), &opts)
@@ -320,10 +303,8 @@ fn verify_changed_diffs_the_changed_rows_while_frozen_and_aborts_on_a_difference
     let db = TestDb::new();
     let src = prepared(dir.path(), &db);
     let opts = CutoverOptions {
-        max_pause: Duration::from_secs(30),
-        max_lag: 100_000,
-        full_verify: false,
         verify_changed: true,
+        ..pausing(Duration::from_secs(30))
     };
     let app = Connection::open(&src).unwrap();
     app.execute_batch("UPDATE jobs SET status = status WHERE id IN (1, 2, 3)")
@@ -361,16 +342,8 @@ fn rollback_after_a_cutover_lists_the_writes_postgresql_received_since() {
     let dir = temp_dir();
     let db = TestDb::new();
     let src = prepared(dir.path(), &db);
-    let report = run_cutover(
-        &config(&src, &db),
-        &CutoverOptions {
-            max_pause: Duration::from_secs(5),
-            max_lag: 100_000,
-            full_verify: false,
-            verify_changed: false,
-        },
-    )
-    .expect("cutover");
+    let report =
+        run_cutover(&config(&src, &db), &pausing(Duration::from_secs(5))).expect("cutover");
     assert!(report.target_xid.is_some());
     execute(
         &db,
@@ -402,15 +375,7 @@ fn rollback_after_a_cutover_lists_the_writes_postgresql_received_since() {
 fn a_quarantined_row_fixed_later_does_not_stop_the_cutover() {
     let dir = temp_dir();
     let db = TestDb::new();
-    let src = dir.path().join("app.db");
-    generate(
-        &src,
-        &GenerateOptions {
-            scale: 0.002,
-            seed: 4,
-        },
-    )
-    .unwrap();
+    let src = generated(dir.path());
     let app = Connection::open(&src).unwrap();
     app.execute_batch("UPDATE users SET display_name = 'a' || char(0) || 'b' WHERE id = 5")
         .unwrap();
@@ -419,17 +384,7 @@ fn a_quarantined_row_fixed_later_does_not_stop_the_cutover() {
     assert_eq!(quarantined, 1, "the NUL row is quarantined");
     app.execute_batch("UPDATE users SET display_name = 'fixed' WHERE id = 5")
         .unwrap();
-    let cutover = || {
-        run_cutover(
-            &config(&src, &db),
-            &CutoverOptions {
-                max_pause: Duration::from_secs(5),
-                max_lag: 100_000,
-                full_verify: false,
-                verify_changed: false,
-            },
-        )
-    };
+    let cutover = || run_cutover(&config(&src, &db), &pausing(Duration::from_secs(5)));
     execute(
         &db,
         "INSERT INTO users (id, email, created_at, is_admin) VALUES (100000, 'extra@x', now(), false)",
