@@ -324,7 +324,8 @@ impl SledChangeLog {
 
 impl ChangeLog for SledChangeLog {
     fn append(&self, changes: &[Change]) -> Result<()> {
-        // The changed keys first, committed: a change that survives a crash has its key there.
+        // The changed keys first, in the store's open transaction: `commit_boundary` commits it
+        // before the boundary, so a change that survives a crash has its key there.
         self.changed().record(changes)?;
         let mut buf = Vec::with_capacity(256);
         let mut segment: Option<segments::Segment> = None;
@@ -357,6 +358,7 @@ impl ChangeLog for SledChangeLog {
     }
 
     fn commit_boundary(&self, boundary: &Boundary) -> Result<()> {
+        self.changed().commit()?;
         let old = self
             .boundaries
             .insert(
