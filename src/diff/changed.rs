@@ -21,6 +21,7 @@ use tokio::runtime::Runtime;
 use tokio_postgres::Client;
 
 use super::baseline::TableBaseline;
+use super::compare::counts_agree;
 use super::report::{ChangedSince, DiffKind, Difference, TableDiff};
 use crate::change::{Change, RawValue};
 use crate::changelog::{ChangeLog, SledChangeLog};
@@ -201,10 +202,8 @@ impl<'a> ChangedRead<'a> {
         diff.source_rows = source_rows;
         diff.target_rows = target_rows;
         diff.identical = checked - (diff.modified + diff.missing + diff.extra);
-        // As cutover counts: PostgreSQL may lack a row per quarantined key (their records are
-        // history, so a fixed row is in both), never more, and never holds more rows.
         let q = quarantined.len() as u64;
-        if target_rows > source_rows || target_rows + q < source_rows {
+        if !counts_agree(source_rows, target_rows, q) {
             diff.problems.push(format!(
                 "SQLite has {source_rows} rows and PostgreSQL {target_rows}, with {q} key(s) \
                  quarantined: a row no change touched differs (did something other than sync \
