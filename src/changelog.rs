@@ -294,9 +294,9 @@ impl SledChangeLog {
     /// Removes every change with a seq in `range`: the segments it covers whole are dropped,
     /// the others lose the keys in `range` one by one (see `segments`).
     fn remove_changes(&self, range: (Bound<u64>, Bound<u64>), op: &'static str) -> Result<()> {
-        for (number, segment) in self.changes.overlapping(range) {
-            if Segments::covered(range, number) {
-                self.changes.drop_segment(number).map_err(self.fail(op))?;
+        for segment in self.changes.overlapping(range) {
+            if segment.lies_within(range) {
+                self.changes.drop_segment(segment).map_err(self.fail(op))?;
             } else {
                 self.remove_range(&segment.tree, key_range(range), &segment.count, op)?;
             }
@@ -340,13 +340,8 @@ impl ChangeLog for SledChangeLog {
                     .get_or_create(change.seq)
                     .map_err(self.fail("append"))?,
             };
-            let old = into
-                .tree
-                .insert(change.seq.to_be_bytes(), buf.as_slice())
+            into.insert(&change.seq.to_be_bytes(), &buf)
                 .map_err(self.fail("append"))?;
-            if old.is_none() {
-                into.count.fetch_add(1, Ordering::Relaxed);
-            }
             segment = Some(into);
             let appended = buf.len() as u64 + 8;
             if self.unflushed.fetch_add(appended, Ordering::Relaxed) + appended > FLUSH_EVERY_BYTES
@@ -405,7 +400,7 @@ impl ChangeLog for SledChangeLog {
 
     fn last_change_seq(&self) -> Result<Option<u64>> {
         let all = (Bound::Unbounded, Bound::Unbounded);
-        for (_, segment) in self.changes.overlapping(all).into_iter().rev() {
+        for segment in self.changes.overlapping(all).into_iter().rev() {
             match segment.tree.last() {
                 Ok(Some((key, _))) => return self.key_seq(CHANGES_TREE, &key).map(Some),
                 // Empty, or dropped by a trim on another thread since the list was taken: a
@@ -427,7 +422,7 @@ impl ChangeLog for SledChangeLog {
             return Ok(());
         }
         let range = (Bound::Excluded(after), Bound::Included(through));
-        for (_, segment) in self.changes.overlapping(range) {
+        for segment in self.changes.overlapping(range) {
             for entry in segment.tree.range(key_range(range)) {
                 let (key, value) = entry.map_err(self.fail("read"))?;
                 let seq = self.key_seq(CHANGES_TREE, &key)?;

@@ -35,6 +35,19 @@ impl Segment {
     pub(super) fn holds(&self, seq: u64) -> bool {
         number_of(seq) == self.number
     }
+
+    /// Whether `range` includes every seq this segment can hold.
+    pub(super) fn lies_within(&self, range: (Bound<u64>, Bound<u64>)) -> bool {
+        covers(range, seqs_of(self.number))
+    }
+
+    /// Inserts a record (not durable until the caller flushes), counting it when its key is new.
+    pub(super) fn insert(&self, key: &[u8], value: &[u8]) -> sled::Result<()> {
+        if self.tree.insert(key, value)?.is_none() {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
 }
 
 pub(super) struct Segments {
@@ -134,10 +147,7 @@ impl Segments {
                 // A key that is not 8 bytes stays in the old tree's place in the new layout:
                 // seq 0's segment, where reading it reports the corrupt key.
                 let seq = <[u8; 8]>::try_from(&key[..]).map_or(0, u64::from_be_bytes);
-                let segment = segments.get_or_create(seq)?;
-                if segment.tree.insert(key, value)?.is_none() {
-                    segment.count.fetch_add(1, Ordering::Relaxed);
-                }
+                segments.get_or_create(seq)?.insert(&key, &value)?;
             }
             db.flush()?;
             drop(legacy);
@@ -167,27 +177,22 @@ impl Segments {
     }
 
     /// The segments that may hold seqs in `range`, ascending.
-    pub(super) fn overlapping(&self, range: (Bound<u64>, Bound<u64>)) -> Vec<(u64, Segment)> {
+    pub(super) fn overlapping(&self, range: (Bound<u64>, Bound<u64>)) -> Vec<Segment> {
         let (first, last) = numbers_in(range);
         if first > last {
             return Vec::new();
         }
         self.map()
             .range(first..=last)
-            .map(|(n, s)| (*n, s.clone()))
+            .map(|(_, s)| s.clone())
             .collect()
     }
 
-    /// Whether `range` includes every seq of segment `number`.
-    pub(super) fn covered(range: (Bound<u64>, Bound<u64>), number: u64) -> bool {
-        covers(range, seqs_of(number))
-    }
-
-    /// Drops segment `number` and its tree (not durable until the caller flushes). A reader on
-    /// another thread still holding the segment gets sled's `CollectionNotFound`.
-    pub(super) fn drop_segment(&self, number: u64) -> sled::Result<()> {
-        self.map().remove(&number);
-        self.db.drop_tree(tree_name(number))?;
+    /// Drops `segment` and its tree (not durable until the caller flushes). A reader on another
+    /// thread still holding the segment gets sled's `CollectionNotFound`.
+    pub(super) fn drop_segment(&self, segment: Segment) -> sled::Result<()> {
+        self.map().remove(&segment.number);
+        self.db.drop_tree(tree_name(segment.number))?;
         Ok(())
     }
 
