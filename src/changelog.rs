@@ -1,7 +1,8 @@
 //! The durable change log between capture (SQLite side) and apply (PostgreSQL side): a sled
-//! database under `<state dir>/changelog` with the changes (one record per captured [`Change`],
-//! keyed by its big-endian seq so sled's key order is seq order, in trees of 65536 seqs each so
-//! a trim drops whole trees, see `segments`), `boundaries` (one
+//! database under `<state dir>/changelog` with the changes (records of captured [`Change`]s in
+//! blocks of a few KB, each keyed by the big-endian seq of its last change so sled's key order
+//! is seq order, in trees of 65536 seqs each so a trim drops whole trees, see `segments`),
+//! `boundaries` (one
 //! [`Boundary`] per consistent source state, keyed by big-endian `end_seq`) and `meta` (how far
 //! the log was trimmed) — and beside it the changed keys (per table and key, the seq of the key's
 //! latest captured change: what `diff --changed` rechecks; trims leave them), in a SQLite file of
@@ -22,7 +23,7 @@
 //! fully cover a power loss or kernel crash: sled 0.34 writes its log with `sync_file_range`,
 //! which flushes neither the drive's cache nor file metadata, and never fsyncs its blob files.
 
-use std::ops::Bound;
+use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -66,8 +67,8 @@ pub trait ChangeLog: Send + Sync {
     /// changes of the capture cycle still being written (see `pipeline::reader`).
     fn last_change_seq(&self) -> Result<Option<u64>>;
 
-    /// Calls `f` for every change with `after < seq <= through`, ascending by seq, one record in
-    /// memory at a time. Stops at the first error `f` or a corrupt record returns.
+    /// Calls `f` for every change with `after < seq <= through`, ascending by seq, a few KB of
+    /// records in memory at a time. Stops at the first error `f` or a corrupt record returns.
     fn for_each_in(
         &self,
         after: u64,
@@ -135,8 +136,17 @@ const CACHE_CAPACITY_BYTES: u64 = 16 << 20;
 /// still only promised at the boundary.
 const FLUSH_EVERY_BYTES: u64 = 8 << 20;
 
-/// Keys removed per pass of a trim or discard: bounds the memory a large trim needs.
+/// Boundaries removed per pass of a trim: bounds the memory a large trim needs.
 const REMOVE_CHUNK: usize = 4096;
+
+/// Bytes of encoded changes after which an append starts a new block (see `segments`): 20–30
+/// changes of the sample app's rows. sled writes a page over a quarter of its 512 KiB log
+/// segments to a file of its own, and a leaf page holds up to 17 entries: blocks of this size
+/// keep pages inline.
+const BLOCK_BYTES: usize = 4 << 10;
+
+/// Blocks read per pass of a removal inside a segment (a couple of MB).
+const REMOVE_BLOCKS: usize = 64;
 
 /// The change log in sled. See the module doc for the layout and why it is crash-safe.
 pub struct SledChangeLog {
@@ -291,17 +301,146 @@ impl SledChangeLog {
         }
     }
 
+    /// The `(seq, encoded change)` pairs of the change-log entry `(key, value)`, ascending
+    /// (see `record::entries`; never empty).
+    fn entries<'v>(&self, key: &[u8], value: &'v [u8]) -> Result<Vec<(u64, &'v [u8])>> {
+        let last = self.key_seq(CHANGES_TREE, key)?;
+        record::entries(last, value)
+            .map_err(|reason| self.corrupt(CHANGES_TREE, Some(last), reason))
+    }
+
+    /// Writes `block` into `segment` (which holds its seqs) and empties it. Entries are kept
+    /// as disjoint seq ranges in key order: entries whose ranges interleave with the block's
+    /// (seqs appended again, or out of order) are merged with it, the newest write of a seq
+    /// winning. Appending past the end costs one lookup for that.
+    fn put_block(
+        &self,
+        segment: &segments::Segment,
+        block: &mut record::BlockWriter,
+    ) -> Result<()> {
+        if block.count() == 0 {
+            return Ok(());
+        }
+        let mut interleaved = Vec::new();
+        for entry in segment.tree.range(block.first().to_be_bytes()..) {
+            let (key, value) = entry.map_err(self.fail("append"))?;
+            let changes = self.entries(&key, &value)?;
+            if changes[0].0 > block.last() {
+                break;
+            }
+            interleaved.push((key, value));
+        }
+        if interleaved.is_empty() {
+            segment
+                .insert_block(&block.last().to_be_bytes(), block.bytes(), block.count())
+                .map_err(self.fail("append"))?;
+        } else {
+            let mut merged = std::collections::BTreeMap::new();
+            for (key, value) in &interleaved {
+                let changes = self.entries(key, value)?;
+                segment
+                    .remove_block(key, changes.len() as u64)
+                    .map_err(self.fail("append"))?;
+                merged.extend(changes);
+            }
+            let newest = self.entries(&block.last().to_be_bytes(), block.bytes())?;
+            merged.extend(newest);
+            let mut rewritten = record::BlockWriter::new();
+            for (seq, bytes) in merged {
+                rewritten.push(seq, bytes);
+                if rewritten.bytes().len() >= BLOCK_BYTES {
+                    self.insert_block(segment, &mut rewritten, "append")?;
+                }
+            }
+            self.insert_block(segment, &mut rewritten, "append")?;
+        }
+        let appended = block.bytes().len() as u64 + 8;
+        block.clear();
+        if self.unflushed.fetch_add(appended, Ordering::Relaxed) + appended > FLUSH_EVERY_BYTES {
+            self.flush("append")?;
+        }
+        Ok(())
+    }
+
+    /// Inserts `block` (disjoint from every entry of `segment`) under its last seq, if it holds
+    /// any change, and empties it.
+    fn insert_block(
+        &self,
+        segment: &segments::Segment,
+        block: &mut record::BlockWriter,
+        op: &'static str,
+    ) -> Result<()> {
+        if block.count() > 0 {
+            segment
+                .insert_block(&block.last().to_be_bytes(), block.bytes(), block.count())
+                .map_err(self.fail(op))?;
+        }
+        block.clear();
+        Ok(())
+    }
+
     /// Removes every change with a seq in `range`: the segments it covers whole are dropped,
-    /// the others lose the keys in `range` one by one (see `segments`).
+    /// the others lose their changes in `range` block by block.
     fn remove_changes(&self, range: (Bound<u64>, Bound<u64>), op: &'static str) -> Result<()> {
         for segment in self.changes.overlapping(range) {
             if segment.lies_within(range) {
                 self.changes.drop_segment(segment).map_err(self.fail(op))?;
             } else {
-                self.remove_range(&segment.tree, key_range(range), &segment.count, op)?;
+                self.remove_in_segment(&segment, range, op)?;
             }
         }
         Ok(())
+    }
+
+    /// Removes the changes of `segment` with a seq in `range`: a block holding only such
+    /// changes goes, one holding others too is written again without them (under the key of
+    /// its new last seq). Reads [`REMOVE_BLOCKS`] blocks at a time, flushing between passes.
+    fn remove_in_segment(
+        &self,
+        segment: &segments::Segment,
+        range: (Bound<u64>, Bound<u64>),
+        op: &'static str,
+    ) -> Result<()> {
+        let past_end = |seq: u64| match range.1 {
+            Bound::Included(end) => seq > end,
+            Bound::Excluded(end) => seq >= end,
+            Bound::Unbounded => false,
+        };
+        // Blocks are keyed by their last seq: the first that may hold a seq in `range` is the
+        // first whose key is at or past the range's start.
+        let mut from = key_range(range).0;
+        loop {
+            let blocks = segment
+                .tree
+                .range((from, Bound::Unbounded))
+                .take(REMOVE_BLOCKS)
+                .collect::<sled::Result<Vec<_>>>()
+                .map_err(self.fail(op))?;
+            let full = blocks.len() == REMOVE_BLOCKS;
+            for (key, value) in &blocks {
+                let changes = self.entries(key, value)?;
+                let last = changes[changes.len() - 1].0;
+                if past_end(changes[0].0) {
+                    return Ok(());
+                }
+                let mut kept = record::BlockWriter::new();
+                for &(seq, bytes) in changes.iter().filter(|(seq, _)| !range.contains(seq)) {
+                    kept.push(seq, bytes);
+                }
+                if kept.count() < changes.len() as u64 {
+                    let all = changes.len() as u64;
+                    segment.remove_block(key, all).map_err(self.fail(op))?;
+                    self.insert_block(segment, &mut kept, op)?;
+                }
+                from = Bound::Excluded(last.to_be_bytes());
+            }
+            if !full {
+                return Ok(());
+            }
+            // What sled rewrote stays in memory until flushed: a flush after each full pass
+            // keeps a trim of a huge cycle from holding the whole rewritten tree.
+            self.flush(op)?;
+        }
     }
 
     /// Records the newest boundary a trim through `through` removes, before removing it.
@@ -327,27 +466,28 @@ impl ChangeLog for SledChangeLog {
         // The changed keys first, in the store's open transaction: `commit_boundary` commits it
         // before the boundary, so a change that survives a crash has its key there.
         self.changed().record(changes)?;
-        let mut buf = Vec::with_capacity(256);
+        let mut change_bytes = Vec::with_capacity(256);
+        let mut block = record::BlockWriter::new();
         let mut segment: Option<segments::Segment> = None;
         for change in changes {
-            record::encode_change(change, &mut buf);
-            // Seqs ascend within a call, so a segment is looked up once per call, or twice.
-            let within = |s: &segments::Segment| s.holds(change.seq);
-            let into = match segment.take().filter(within) {
-                Some(s) => s,
-                None => self
-                    .changes
-                    .get_or_create(change.seq)
-                    .map_err(self.fail("append"))?,
-            };
-            into.insert(&change.seq.to_be_bytes(), &buf)
-                .map_err(self.fail("append"))?;
-            segment = Some(into);
-            let appended = buf.len() as u64 + 8;
-            if self.unflushed.fetch_add(appended, Ordering::Relaxed) + appended > FLUSH_EVERY_BYTES
-            {
-                self.flush("append")?;
+            let same_segment = segment.as_ref().is_some_and(|s| s.holds(change.seq));
+            if !same_segment || !block.accepts(change.seq) || block.bytes().len() >= BLOCK_BYTES {
+                if let Some(s) = &segment {
+                    self.put_block(s, &mut block)?;
+                }
             }
+            if !same_segment {
+                segment = Some(
+                    self.changes
+                        .get_or_create(change.seq)
+                        .map_err(self.fail("append"))?,
+                );
+            }
+            record::encode_change(change, &mut change_bytes);
+            block.push(change.seq, &change_bytes);
+        }
+        if let Some(s) = &segment {
+            self.put_block(s, &mut block)?;
         }
         Ok(())
     }
@@ -423,12 +563,22 @@ impl ChangeLog for SledChangeLog {
         }
         let range = (Bound::Excluded(after), Bound::Included(through));
         for segment in self.changes.overlapping(range) {
-            for entry in segment.tree.range(key_range(range)) {
+            // Entries are keyed by their last seq: the first past `after` may also hold seqs at
+            // or below it; the walk ends at the first seq past `through`.
+            let keys = (Bound::Excluded(after.to_be_bytes()), Bound::Unbounded);
+            for entry in segment.tree.range(keys) {
                 let (key, value) = entry.map_err(self.fail("read"))?;
-                let seq = self.key_seq(CHANGES_TREE, &key)?;
-                let change = record::decode_change(seq, &value)
-                    .map_err(|reason| self.corrupt(CHANGES_TREE, Some(seq), reason))?;
-                f(change)?;
+                let changes = self.entries(&key, &value)?;
+                for (seq, bytes) in changes {
+                    if seq > through {
+                        return Ok(());
+                    }
+                    if seq > after {
+                        let change = record::decode_change(seq, bytes)
+                            .map_err(|reason| self.corrupt(CHANGES_TREE, Some(seq), reason))?;
+                        f(change)?;
+                    }
+                }
             }
         }
         Ok(())
@@ -585,17 +735,22 @@ impl<L: ChangeLog> ChangeLog for FaultyChangeLog<L> {
 ///           | 0x03 bytes             Text (raw bytes, may be invalid UTF-8)
 ///           | 0x04 bytes             Blob
 /// bytes    := len:varint byte*
+/// block    := 0x02 (seq-step:varint change:bytes)+
 /// boundary := 0x01 end_seq:u64le committed_at:f64-bits-le changes:u64le
 /// key      := values                   (a key in the changed-key store)
 /// ```
 ///
-/// The seq is the record's key (big-endian u64), not part of the value. Decoding checks every
-/// length against the bytes left and rejects trailing bytes, so a corrupt record is an error,
-/// never a panic or a huge allocation.
+/// A change-log entry is a block (the changes of one append, keyed by the big-endian seq of its
+/// last change; each seq-step is the seq's distance from the previous one, the first is the seq
+/// itself) or, in a log written before blocks, one change keyed by its seq. Decoding checks
+/// every length against the bytes left and rejects trailing bytes, so a corrupt record is an
+/// error, never a panic or a huge allocation.
 mod record {
     use crate::change::{Boundary, Change, RawValue};
 
     const VERSION: u8 = 1;
+    /// First byte of a block (see the format above); a change starts with [`VERSION`].
+    const BLOCK: u8 = 2;
     const TAG_NULL: u8 = 0;
     const TAG_INTEGER: u8 = 1;
     const TAG_REAL: u8 = 2;
@@ -638,6 +793,95 @@ mod record {
             key,
             image,
         })
+    }
+
+    /// Changes with ascending seqs, encoded into one block.
+    pub(super) struct BlockWriter {
+        bytes: Vec<u8>,
+        first: u64,
+        last: u64,
+        count: u64,
+    }
+
+    impl BlockWriter {
+        pub(super) fn new() -> BlockWriter {
+            BlockWriter {
+                bytes: vec![BLOCK],
+                first: 0,
+                last: 0,
+                count: 0,
+            }
+        }
+
+        /// Whether a change with this seq may follow the block's changes.
+        pub(super) fn accepts(&self, seq: u64) -> bool {
+            self.count == 0 || seq > self.last
+        }
+
+        /// Adds an encoded change (see [`encode_change`]); its seq must be [`Self::accepts`]ed.
+        pub(super) fn push(&mut self, seq: u64, change: &[u8]) {
+            debug_assert!(self.accepts(seq), "seq {seq} after {}", self.last);
+            if self.count == 0 {
+                self.first = seq;
+                put_varint(&mut self.bytes, seq);
+            } else {
+                put_varint(&mut self.bytes, seq - self.last);
+            }
+            put_bytes(&mut self.bytes, change);
+            self.last = seq;
+            self.count += 1;
+        }
+
+        pub(super) fn bytes(&self) -> &[u8] {
+            &self.bytes
+        }
+
+        pub(super) fn first(&self) -> u64 {
+            self.first
+        }
+
+        pub(super) fn last(&self) -> u64 {
+            self.last
+        }
+
+        pub(super) fn count(&self) -> u64 {
+            self.count
+        }
+
+        pub(super) fn clear(&mut self) {
+            self.bytes.truncate(1);
+            self.count = 0;
+        }
+    }
+
+    /// The `(seq, encoded change)` pairs of the change-log entry keyed by seq `key`, ascending:
+    /// a block's changes (the last of which must be `key`), or the one change of an entry
+    /// written before blocks.
+    pub(super) fn entries(key: u64, value: &[u8]) -> Decoded<Vec<(u64, &[u8])>> {
+        match value.first() {
+            Some(&VERSION) => return Ok(vec![(key, value)]),
+            Some(&BLOCK) => {}
+            Some(other) => return Err(format!("unknown record version {other}")),
+            None => return Err("empty entry".into()),
+        }
+        let mut r = Reader { rest: &value[1..] };
+        let mut out = Vec::new();
+        let mut seq = 0u64;
+        while !r.rest.is_empty() {
+            let step = r.varint("seq step")?;
+            if !out.is_empty() && step == 0 {
+                return Err(format!("block repeats seq {seq}"));
+            }
+            seq = seq
+                .checked_add(step)
+                .ok_or_else(|| format!("seq after {seq} overflows"))?;
+            out.push((seq, r.bytes("change")?));
+        }
+        match out.last() {
+            Some(&(last, _)) if last == key => Ok(out),
+            Some(&(last, _)) => Err(format!("block ends at seq {last}, not its key")),
+            None => Err("empty block".into()),
+        }
     }
 
     /// Key values as the changed-key store keeps them.
@@ -1232,6 +1476,75 @@ mod tests {
         assert_eq!(log.trimmed_through().unwrap(), 2);
         assert_eq!(log.size().unwrap().changes, 1);
         assert_eq!(seqs(&collect(&log.into_inner(), 0, 9)), [3]);
+    }
+
+    #[test]
+    fn blocks_are_cut_by_trims_discards_and_appends_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = |s: u64| Some(vec![RawValue::Text(vec![b'x'; 100 + s as usize % 50])]);
+        {
+            let log = SledChangeLog::open(dir.path()).unwrap();
+            // ~120 bytes a change: 1000 changes make several blocks of BLOCK_BYTES.
+            log.append(&(1..=1000).map(|s| change(s, image(s))).collect::<Vec<_>>())
+                .unwrap();
+            let blocks = log.changes.get_or_create(1).unwrap().tree.len();
+            assert!((20..100).contains(&blocks), "{blocks} blocks");
+            log.commit_boundary(&boundary(900, 900)).unwrap();
+            // Mid-block: keeps 901..=950 of the blocks that straddle 950.
+            log.discard_after(950).unwrap();
+            assert_eq!(log.size().unwrap().changes, 950);
+            assert_eq!(
+                seqs(&collect(&log, 940, u64::MAX)),
+                (941..=950).collect::<Vec<_>>()
+            );
+            log.discard_after(0).unwrap();
+            assert_eq!(log.last_change_seq().unwrap(), Some(900));
+            log.trim_through(333).unwrap();
+            assert_eq!(
+                seqs(&collect(&log, 0, 340)),
+                (334..=340).collect::<Vec<_>>()
+            );
+            // A seq appended again replaces its change inside a block; new seqs interleave.
+            log.append(&[
+                change(500, Some(vec![RawValue::Integer(7)])),
+                change(950, None),
+            ])
+            .unwrap();
+            let read = collect(&log, 499, 501);
+            assert_eq!(seqs(&read), [500, 501]);
+            assert_eq!(read[0].image, Some(vec![RawValue::Integer(7)]));
+            assert_eq!(read[1].image, image(501));
+            assert_eq!(log.size().unwrap().changes, 900 - 333 + 1);
+        }
+        let log = SledChangeLog::open(dir.path()).unwrap();
+        assert_eq!(log.size().unwrap().changes, 900 - 333 + 1);
+        let all = seqs(&collect(&log, 0, u64::MAX));
+        assert_eq!(all, (334..=900).chain([950]).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn entries_of_one_change_each_read_and_trim_beside_blocks() {
+        let (_dir, log) = open_temp();
+        log.append(&(10..=20).map(|s| change(s, None)).collect::<Vec<_>>())
+            .unwrap();
+        // As a log written before blocks keeps them: one change per entry, keyed by its seq.
+        let segment = log.changes.get_or_create(0).unwrap();
+        let mut buf = Vec::new();
+        for seq in [3, 5, 30] {
+            record::encode_change(&change(seq, Some(vec![RawValue::Integer(1)])), &mut buf);
+            segment
+                .insert_block(&u64::to_be_bytes(seq), &buf, 1)
+                .unwrap();
+        }
+        let expected: Vec<u64> = [3, 5].into_iter().chain(10..=20).chain([30]).collect();
+        assert_eq!(seqs(&collect(&log, 0, u64::MAX)), expected);
+        log.commit_boundary(&boundary(30, 14)).unwrap();
+        log.trim_through(12).unwrap();
+        assert_eq!(
+            seqs(&collect(&log, 0, u64::MAX)),
+            [13, 14, 15, 16, 17, 18, 19, 20, 30]
+        );
+        assert_eq!(log.size().unwrap().changes, 9);
     }
 
     fn segment_trees(log: &SledChangeLog) -> usize {
