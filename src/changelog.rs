@@ -321,6 +321,7 @@ impl SledChangeLog {
         if block.count() == 0 {
             return Ok(());
         }
+        let appended = block.bytes().len() as u64 + 8;
         let mut interleaved = Vec::new();
         for entry in segment.tree.range(block.first().to_be_bytes()..) {
             let (key, value) = entry.map_err(self.fail("append"))?;
@@ -331,9 +332,7 @@ impl SledChangeLog {
             interleaved.push((key, value));
         }
         if interleaved.is_empty() {
-            segment
-                .insert_block(&block.last().to_be_bytes(), block.bytes(), block.count())
-                .map_err(self.fail("append"))?;
+            self.insert_block(segment, block, "append")?;
         } else {
             let mut merged = std::collections::BTreeMap::new();
             for (key, value) in &interleaved {
@@ -353,9 +352,8 @@ impl SledChangeLog {
                 }
             }
             self.insert_block(segment, &mut rewritten, "append")?;
+            block.clear();
         }
-        let appended = block.bytes().len() as u64 + 8;
-        block.clear();
         if self.unflushed.fetch_add(appended, Ordering::Relaxed) + appended > FLUSH_EVERY_BYTES {
             self.flush("append")?;
         }
