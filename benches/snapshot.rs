@@ -2,9 +2,10 @@
 //!
 //! Generates the sample app database (scale 1 = 10k users, 1M jobs, 2M job history rows), starts
 //! one private PostgreSQL cluster and measures, in one run, on that one server:
-//! - **sqlite2pg**: the release binary's `snapshot --jobs 2` as a child process (verified backup,
-//!   profile, COPY BINARY, keys, indexes, foreign keys, ANALYZE): wall time, peak RSS, and its
-//!   phases (from its state files and JSON log);
+//! - **sqlite2pg**: the release binary's `snapshot --jobs 2` as a child process with its defaults
+//!   (the live source read through one read view — a WAL source, no `--validate` — COPY BINARY,
+//!   keys, indexes, foreign keys, ANALYZE): wall time, peak RSS, and its phases (from its state
+//!   files and JSON log);
 //! - **raw COPY FROM**: PostgreSQL's own ingest of the same rows, indexes and foreign keys
 //!   included. Untimed, the tables sqlite2pg created are dumped to server-side text files (large
 //!   tables in chunks of `DEFAULT_RANGE_ROWS` rows, like our rowid ranges) with their DDL from
@@ -568,20 +569,28 @@ fn status_text(status: ExitStatus) -> String {
     }
 }
 
-/// Our snapshot's phases, from the state files and the JSON log: the backup (copy, then its record),
+/// Our snapshot's phases, from the state files and the JSON log: the read view (or with
+/// `--from-backup` the backup: copy, then its record),
 /// planning and DDL until the first COPY starts, the COPY, then keys, indexes, ANALYZE, foreign
-/// keys and views (the backup's blake3 and quick_check run beside the last two at low priority). Boundaries are ±a few ms (process start, log timestamps).
+/// keys and views (a backup's blake3 and quick_check run beside the last two at low priority). Boundaries are ±a few ms (process start, log timestamps).
 fn ours_phases(state: &Path, log: &str, t0: SystemTime, wall: f64) -> Vec<(&'static str, f64)> {
     let since_t0 = |t: SystemTime| t.duration_since(t0).map_or(0.0, |d| d.as_secs_f64());
     let record = read_json(&state.join("snapshot.json"));
     let report = read_json(&state.join("snapshot-report.json"));
-    let backup = record["backup"]
-        .as_str()
-        .expect("snapshot.json names its backup");
-    let written = fs::metadata(backup).and_then(|m| m.modified());
-    let written = since_t0(written.expect("stat the snapshot's backup"));
+    let live = record["view"] == "live";
     let verified = record["started_at"].as_str().map(parse_time);
     let verified = since_t0(verified.expect("snapshot.json has started_at"));
+    let written = match live {
+        // The record is written the instant the read view opened.
+        true => verified,
+        false => {
+            let backup = record["backup"]
+                .as_str()
+                .expect("snapshot.json names its backup");
+            let written = fs::metadata(backup).and_then(|m| m.modified());
+            since_t0(written.expect("stat the snapshot's backup"))
+        }
+    };
     let copy_start = first_copy_start(log).map_or(verified, since_t0);
     let load = report["load_seconds"]
         .as_f64()
@@ -589,9 +598,19 @@ fn ours_phases(state: &Path, log: &str, t0: SystemTime, wall: f64) -> Vec<(&'sta
     let total = report["total_seconds"]
         .as_f64()
         .expect("report has total_seconds");
+    let first: [(&'static str, f64); 2] = match live {
+        true => [
+            ("capture, open the live source's read view", written),
+            ("(no backup to write)", verified - written),
+        ],
+        false => [
+            ("backup: backup API copy", written),
+            ("backup: close it, write snapshot.json", verified - written),
+        ],
+    };
     vec![
-        ("backup: backup API copy", written),
-        ("backup: close it, write snapshot.json", verified - written),
+        first[0],
+        first[1],
         ("plan + schema + DDL", copy_start - verified),
         ("COPY BINARY (2 workers)", load - copy_start),
         ("keys, indexes, FKs, views, ANALYZE", total - load),

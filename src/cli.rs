@@ -164,9 +164,17 @@ pub struct SnapshotArgs {
     /// Drop target tables of the same names that sqlite2pg did not create.
     #[arg(long)]
     pub drop_existing: bool,
-    /// Start from a new backup even if an unfinished snapshot could be resumed.
+    /// Start afresh even if an unfinished snapshot could be resumed from its backup.
     #[arg(long)]
     pub fresh: bool,
+    /// Copy from a verified backup of the source (written to the state directory first) instead
+    /// of reading the live source directly. By default a source in WAL mode is read live, in
+    /// one read view that every copy worker shares: no copy of the file to write, but a re-run
+    /// after a failure starts over, and the source's -wal file grows until the copy ends. With
+    /// a backup, a re-run resumes where the failed one stopped. Sources not in WAL mode,
+    /// --validate and --check-backup always use a backup.
+    #[arg(long)]
+    pub from_backup: bool,
     /// Do not install change capture in the source (a one-shot copy; `sync` will refuse).
     #[arg(long)]
     pub no_capture: bool,
@@ -369,6 +377,7 @@ fn snapshot(config: &Config, args: SnapshotArgs) -> Result<i32> {
         capture: !args.no_capture,
         range_rows: args.range_rows,
         check_backup: args.check_backup,
+        from_backup: args.from_backup,
     };
     let report = run_snapshot(config, &opts, &show_progress)?;
     print!("{}", render_summary(&report));

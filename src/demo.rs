@@ -125,6 +125,7 @@ fn journey(config: &Config, opts: &DemoOptions, dir: &std::path::Path) -> Result
         capture: true,
         range_rows: DEFAULT_RANGE_ROWS,
         check_backup: false,
+        from_backup: false,
     };
     let snapshot = run_snapshot(&demo_config, &snap_opts, &show_progress)?;
     print!("{}", render_summary(&snapshot));

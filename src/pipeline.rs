@@ -230,7 +230,7 @@ fn sync_until_stopped(
             wake: &wake_rx,
             reader: &read_tx,
             schema: &links,
-            fingerprint: &snapshot.blake3,
+            fingerprint: snapshot.identity(),
             on_status,
         };
         let applied = runtime.block_on(apply_loop(&mut client, &ctx));

@@ -26,6 +26,7 @@ pub fn options() -> SnapshotOptions {
         capture: true,
         range_rows: 700,
         check_backup: false,
+        from_backup: false,
     }
 }
 
@@ -534,10 +535,15 @@ fn cli_snapshot(src: &Path, db: &TestDb, fault: Option<&str>) -> Output {
 }
 
 fn cli_snapshot_with(src: &Path, db: &TestDb, fault: Option<&str>, args: &[&str]) -> Output {
+    cli_snapshot_args(src, db, fault, &[args, &["--validate"]].concat())
+}
+
+/// `sqlite2pg snapshot` with `args` (and 500-row batches) into `db`, with the fault `fault`.
+fn cli_snapshot_args(src: &Path, db: &TestDb, fault: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sqlite2pg"));
     cmd.args(["--source", src.to_str().unwrap(), "snapshot"])
         .args(args)
-        .args(["--batch-size", "500", "--validate"]);
+        .args(["--batch-size", "500"]);
     cmd.env("SQLITE2PG_TARGET", db.url_string())
         .env_remove("DATABASE_URL");
     if let Some(f) = fault {
@@ -633,6 +639,97 @@ fn a_crash_at_each_fault_point_resumes_without_loss_or_duplicates() {
         );
         assert_eq!(autovacuum_off, 0, "{fault}");
     }
+}
+
+/// A snapshot that read the live source (no `--validate`) and crashed cannot resume: the state
+/// it read is gone. The re-run starts over from a new read view: the tables it created are
+/// created again, so nothing copied by the crashed run is kept twice.
+#[test]
+fn a_crash_while_reading_the_live_source_starts_over_without_duplicates() {
+    let dir = temp_dir();
+    let src = dir.path().join("app.db");
+    sqlite2pg::sample_app::generate(
+        &src,
+        &sqlite2pg::sample_app::GenerateOptions {
+            scale: 0.01,
+            seed: 3,
+        },
+    )
+    .unwrap();
+    let expected: i64 = sqlite_scalar(&src, "SELECT count(*) FROM jobs");
+    let args = ["--jobs", "2", "--range-rows", "2000"];
+    for fault in [
+        "snapshot.after_range_commit@1",
+        "snapshot.after_post_load_step@10",
+    ] {
+        let db = TestDb::new();
+        let crashed = cli_snapshot_args(&src, &db, Some(fault), &args);
+        assert_ne!(crashed.status.code(), Some(0), "{fault} must abort the run");
+        let record: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("app.db.sqlite2pg/snapshot.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(record["view"], "live", "{record}");
+        assert_eq!(record["backup"], src.to_str().unwrap(), "no backup written");
+        let out = cli_snapshot_args(&src, &db, None, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{fault}: {stderr}");
+        assert!(stderr.contains("starting over"), "{fault}: {stderr}");
+        let (rows, distinct): (i64, i64) = {
+            let r = &query(&db, "SELECT count(*), count(DISTINCT id) FROM jobs")[0];
+            (r.get(0), r.get(1))
+        };
+        assert_eq!((rows, distinct), (expected, expected), "{fault}");
+        let not_done: i64 = scalar(
+            &db,
+            "SELECT count(*) FROM sqlite2pg.snapshot_tables WHERE status <> 'done'",
+        );
+        assert_eq!(not_done, 0, "{fault}");
+        let validated: i64 = scalar(
+            &db,
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated",
+        );
+        let fks: i64 = scalar(
+            &db,
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f'",
+        );
+        assert_eq!(validated, fks, "{fault}: every foreign key once, validated");
+    }
+    // No backup file was ever written.
+    let backups = std::fs::read_dir(dir.path().join("app.db.sqlite2pg"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("backup-")
+        })
+        .count();
+    assert_eq!(backups, 0);
+}
+
+/// A source in rollback-journal mode is copied from a backup even without `--validate`: a long
+/// read there would lock the application's writers out for the whole copy.
+#[test]
+fn a_rollback_journal_source_is_copied_from_a_backup() {
+    let dir = temp_dir();
+    let src = dir.path().join("journal.db");
+    let conn = Connection::open(&src).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=DELETE;
+         CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);
+         INSERT INTO t VALUES (1, 'a'), (2, 'b');",
+    )
+    .unwrap();
+    drop(conn);
+    let db = TestDb::new();
+    let opts = SnapshotOptions {
+        validate: false,
+        ..options()
+    };
+    let r = snapshot(&src, &db, &opts).unwrap();
+    assert_complete(&r);
+    assert!(r.snapshot_file.contains("backup-"), "{}", r.snapshot_file);
+    let n: i64 = scalar(&db, "SELECT count(*) FROM t");
+    assert_eq!(n, 2);
 }
 
 /// A source whose `qty INTEGER` holds one fraction and whose `at DATETIME` holds one word, far

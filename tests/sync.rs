@@ -54,8 +54,27 @@ fn sample(dir: &Path, scale: f64) -> std::path::PathBuf {
     path
 }
 
+/// The snapshot reads a verified backup (`--validate` needs one).
 #[test]
-fn handoff_under_a_live_writer_loses_and_duplicates_nothing() {
+fn handoff_from_a_backup_under_a_live_writer_loses_and_duplicates_nothing() {
+    handoff_under_a_live_writer(&options(), "backup");
+}
+
+/// The snapshot reads the live source through one read view shared by its workers (the
+/// default for a WAL source without `--validate`). Ranges of 700 rows give each worker many
+/// jobs while the writer commits: a worker that read a different state would leave a
+/// foreign-key violation (the writer adds history to new jobs and deletes old ones) or, for an
+/// earlier state, a change that sync never replays.
+#[test]
+fn handoff_from_the_live_source_under_a_live_writer_loses_and_duplicates_nothing() {
+    let opts = sqlite2pg::snapshot::SnapshotOptions {
+        validate: false,
+        ..options()
+    };
+    handoff_under_a_live_writer(&opts, "live");
+}
+
+fn handoff_under_a_live_writer(opts: &sqlite2pg::snapshot::SnapshotOptions, view: &str) {
     let dir = temp_dir();
     let src = sample(dir.path(), 0.003);
     let db = TestDb::new();
@@ -70,7 +89,17 @@ fn handoff_under_a_live_writer_loses_and_duplicates_nothing() {
     wait_until(Duration::from_secs(10), "the writer is writing", || {
         writer.stats().transactions > 30
     });
-    snapshot(&src, &db, &options()).expect("snapshot while the writer writes");
+    let report = snapshot(&src, &db, opts).expect("snapshot while the writer writes");
+    assert!(
+        report.post_load.fk_violations.is_empty(),
+        "{:#?}",
+        report.post_load.fk_violations
+    );
+    let state_dir = config(&src, &db).state_dir().unwrap();
+    let record = sqlite2pg::snapshot::read_snapshot_record(&state_dir)
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.view, view);
     let before = writer.stats().transactions;
     wait_until(
         Duration::from_secs(10),

@@ -145,6 +145,7 @@ pub fn snapshot(config: &Config) -> f64 {
         capture: true,
         range_rows: DEFAULT_RANGE_ROWS,
         check_backup: false,
+        from_backup: false,
     };
     let started = Instant::now();
     let report = run_snapshot(config, &opts, &|_, _| {}).expect("snapshot with capture");

@@ -55,10 +55,67 @@ pub struct CopyOutcome {
     pub seconds: f64,
 }
 
+/// The SQLite connections the workers read with. For a backup, each worker opens its own; for
+/// the live source, the connections of the snapshot's read view (see
+/// [`crate::source::view`]), handed out and given back, since a connection opened later would
+/// read a later state.
+#[derive(Debug)]
+pub struct Readers {
+    file: PathBuf,
+    /// `Some` for a read view: its connections not in use.
+    view: Option<std::sync::Mutex<Vec<Connection>>>,
+}
+
+impl Readers {
+    pub fn of_file(file: PathBuf) -> Self {
+        Readers { file, view: None }
+    }
+
+    pub fn of_view(file: PathBuf, conns: Vec<Connection>) -> Self {
+        Readers {
+            file,
+            view: Some(std::sync::Mutex::new(conns)),
+        }
+    }
+
+    fn take(&self) -> Result<Connection> {
+        let Some(view) = &self.view else {
+            return open_snapshot(&self.file);
+        };
+        let conn = view
+            .lock()
+            .expect("the readers' lock is not poisoned")
+            .pop();
+        conn.ok_or_else(|| Error::Config {
+            field: "--jobs".into(),
+            reason: "more copy workers than connections in the snapshot's read view".into(),
+        })
+    }
+
+    fn give_back(&self, conn: Connection) {
+        if let Some(view) = &self.view {
+            view.lock()
+                .expect("the readers' lock is not poisoned")
+                .push(conn);
+        }
+    }
+
+    /// Ends the read view's transactions (the copy is done): the application's checkpoints can
+    /// go past it again.
+    pub fn close(&self) {
+        if let Some(view) = &self.view {
+            view.lock()
+                .expect("the readers' lock is not poisoned")
+                .clear();
+        }
+    }
+}
+
 /// Settings shared by every worker.
 #[derive(Debug, Clone)]
 pub struct CopySettings {
     pub snapshot_file: PathBuf,
+    pub readers: Arc<Readers>,
     pub target: TargetUrl,
     pub schema: String,
     pub batch_rows: usize,
@@ -104,7 +161,7 @@ fn worker(
     failed: &std::sync::atomic::AtomicBool,
 ) -> Result<Vec<CopyOutcome>> {
     let runtime = crate::target::connect::client_runtime()?;
-    let sqlite = open_snapshot(&settings.snapshot_file)?;
+    let sqlite = settings.readers.take()?;
     let mut client = runtime.block_on(settings.target.connect())?;
     let mut outcomes = Vec::new();
     while let Ok(job) = jobs.recv() {
@@ -119,6 +176,7 @@ fn worker(
             }
         }
     }
+    settings.readers.give_back(sqlite);
     Ok(outcomes)
 }
 

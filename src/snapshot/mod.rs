@@ -1,8 +1,8 @@
 //! `sqlite2pg snapshot`: the schema translated and every table bulk-copied into PostgreSQL from
-//! one consistent view of the source (a verified online backup), then keys, indexes, foreign
-//! keys, identities, views and statistics after the load. Re-running resumes from what the target
-//! recorded (same source snapshot) and never touches a table sqlite2pg did not create, unless
-//! told to. Keeps promise 3: a value that does not fit is quarantined and counted, never dropped.
+//! one consistent view of the source (the live file through one read view, or a verified online
+//! backup), then keys, indexes, foreign keys, identities, views and statistics after the load.
+//! Re-running resumes from what the target recorded (same backup; a live read starts over) and
+//! never touches a table sqlite2pg did not create, unless told to. Keeps promise 3: a value that does not fit is quarantined and counted, never dropped.
 
 pub mod copy;
 pub mod plan;
@@ -61,6 +61,22 @@ pub struct SnapshotOptions {
     /// Also run `PRAGMA quick_check` on the backup (see `StructureCheck::None` for why it is off
     /// by default).
     pub check_backup: bool,
+    /// Copy from a verified backup even when the live source could be read directly (see
+    /// [`SnapshotOptions::reads_live`]).
+    pub from_backup: bool,
+}
+
+impl SnapshotOptions {
+    /// True when the copy may read the live source through one read view instead of a backup:
+    /// no `--from-backup`, `--validate` or `--check-backup` (they need the copied state as a
+    /// file; `--validate` compares it with the target after the load), and the source in WAL
+    /// mode (checked when it opens). It saves writing a copy of the whole file first (1.4 s of a
+    /// 7.9 s snapshot of the 389 MB sample app in the bench), at two costs: a re-run after a
+    /// failure starts over instead of resuming, and the source's `-wal` file grows until the
+    /// copy ends.
+    pub fn reads_live(&self) -> bool {
+        !(self.from_backup || self.validate || self.check_backup)
+    }
 }
 
 /// Live counters the command line turns into progress bars: rows per table during the copy,
@@ -87,7 +103,8 @@ pub fn run_snapshot(
     if opts.capture {
         install_capture(config, opts)?;
     }
-    let mut source = SnapshotSource::prepare(
+    let workers = opts.jobs.max(1);
+    let (mut source, mut view) = SnapshotSource::prepare(
         config,
         opts.fresh,
         opts.capture,
@@ -96,8 +113,18 @@ pub fn run_snapshot(
             true => StructureCheck::Quick,
             false => StructureCheck::None,
         },
+        opts.reads_live().then_some(workers + 1),
     )?;
-    let conn = copy::open_snapshot(&source.file)?;
+    let (conn, readers) = match view.pop() {
+        Some(conn) => (conn, copy::Readers::of_view(source.file.clone(), view)),
+        None => (
+            copy::open_snapshot(&source.file)?,
+            copy::Readers::of_file(source.file.clone()),
+        ),
+    };
+    if source.is_live() {
+        tracing::info!(source = %source.file.display(), "copying from the live source through one read view (no backup)");
+    }
     let schema = read_schema(&conn, &source.file)?;
     let tables = select_tables(&schema, opts.tables.as_deref())?;
     let mut plans = declared_plans(config, opts, &source, &conn, &tables)?;
@@ -127,6 +154,7 @@ pub fn run_snapshot(
     };
     let settings = CopySettings {
         snapshot_file: source.file.clone(),
+        readers: Arc::new(readers),
         target: target.clone(),
         schema: config.schema.clone(),
         batch_rows: opts.batch_size.max(1),
@@ -135,7 +163,7 @@ pub fn run_snapshot(
     let done = std::sync::atomic::AtomicBool::new(false);
     let outcomes = std::thread::scope(|s| {
         s.spawn(|| watch(&progress, &done));
-        let result = run_jobs(&settings, progress.attach(jobs), opts.jobs).and_then(|outcomes| {
+        let result = run_jobs(&settings, progress.attach(jobs), workers).and_then(|outcomes| {
             let load = Load {
                 runtime: &runtime,
                 client: &client,
@@ -147,6 +175,7 @@ pub fn run_snapshot(
             confirm_plans(&load, config, opts, &tables, &mut plans, outcomes)
         });
         done.store(true, std::sync::atomic::Ordering::Relaxed);
+        settings.readers.close();
         result
     })?;
     let load_seconds = started.elapsed().as_secs_f64();
@@ -333,7 +362,7 @@ fn confirm_plans(
         outcomes.extend(run_jobs(
             load.settings,
             load.progress.attach(jobs),
-            opts.jobs,
+            opts.jobs.max(1),
         )?);
         *plan = full;
     }

@@ -136,7 +136,7 @@ pub async fn build(
         });
     }
     Ok(SnapshotReport {
-        source_fingerprint: source.blake3().to_string(),
+        source_fingerprint: source.identity().to_string(),
         snapshot_file: source.file.display().to_string(),
         tables,
         post_load,

@@ -1,7 +1,9 @@
-//! The snapshot's record in the state directory (`snapshot.json`): which verified backup the
-//! copy reads (its path and blake3 — the source position the snapshot corresponds to), and
-//! whether the run completed. A re-run after a failure reuses the same backup, so every table
-//! comes from one consistent source state; `--fresh` or a completed run takes a new one.
+//! The snapshot's record in the state directory (`snapshot.json`): what the copy reads — the
+//! live source through one read view, or a verified backup (its path and blake3) — the source
+//! position the snapshot corresponds to, and whether the run completed. A re-run after a failure
+//! reuses the same backup, so every table comes from one consistent source state; a run that
+//! read the live source starts over (that state is gone); `--fresh` or a completed run takes a
+//! new one.
 
 use std::path::{Path, PathBuf};
 
@@ -14,8 +16,12 @@ use crate::source::backup::{
     hash_file, take_backup, verify_backup, BackupReport, StructureCheck, TakenBackup,
 };
 use crate::source::open_read_only;
+use crate::source::view::{is_wal, open_live_view};
 
 const STATE_FILE: &str = "snapshot.json";
+/// [`SnapshotRecord::view`] of a copy that read the live source.
+const LIVE: &str = "live";
+const BACKUP: &str = "backup";
 const REPORT_FILE: &str = "snapshot-report.json";
 /// The newest change row the snapshot's read transaction sees: every change up to it is in the
 /// snapshot, every later one gets a higher seq (capture always keeps the newest change row, so
@@ -26,8 +32,13 @@ const CHANGE_POSITION: &str = "SELECT coalesce(max(seq), 0) FROM _sqlite2pg_chan
 /// `snapshot.json`: what the snapshot copied, and from which source position.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotRecord {
-    /// The backup file the copy reads.
+    /// The file the copy reads: the backup, or with `view` `live` the source itself.
     pub backup: PathBuf,
+    /// `live` when the copy read the source through a read view (see
+    /// [`crate::source::view`]); `backup` (or empty, in records written before) when it read a
+    /// verified backup.
+    #[serde(default)]
+    pub view: String,
     /// blake3 of that file: the identity of the source state copied (empty until the backup's
     /// verification, which computes it beside the copy, finished).
     pub blake3: String,
@@ -53,6 +64,17 @@ pub struct SnapshotRecord {
     pub tables: Option<Vec<String>>,
 }
 
+impl SnapshotRecord {
+    /// The identity of the source state copied: the backup's blake3, or for a copy of the live
+    /// source (or before the blake3 is known) the run's id.
+    pub fn identity(&self) -> &str {
+        match self.blake3.is_empty() {
+            true => &self.run_id,
+            false => &self.blake3,
+        }
+    }
+}
+
 /// Reads `snapshot.json` from a state directory (`None` when no snapshot ran there).
 pub fn read_snapshot_record(state_dir: &Path) -> Result<Option<SnapshotRecord>> {
     read_record(&state_dir.join(STATE_FILE))
@@ -71,21 +93,25 @@ pub struct SnapshotSource {
 }
 
 impl SnapshotSource {
-    /// Reuses the backup of an unfinished run (unless `fresh`), else takes a verified backup;
-    /// with `capture` (change capture installed), reads the change sequence S in the backup's
-    /// own read transaction. `tables` is the `--tables` selection, recorded for sync; `check` is
-    /// the backup's structure check.
+    /// Reuses the backup of an unfinished run (unless `fresh`), else opens the source: with
+    /// `live_readers` and a WAL-mode source, as `live_readers` connections in one read view
+    /// (returned; the copy reads them), else through a verified backup. With `capture` (change
+    /// capture installed), reads the change sequence S in that same read. `tables` is the
+    /// `--tables` selection, recorded for sync; `check` is the backup's structure check.
     pub fn prepare(
         config: &Config,
         fresh: bool,
         capture: bool,
         tables: Option<&[String]>,
         check: StructureCheck,
-    ) -> Result<SnapshotSource> {
+        live_readers: Option<usize>,
+    ) -> Result<(SnapshotSource, Vec<rusqlite::Connection>)> {
         let state_dir = config.ensure_state_dir()?;
         let path = state_dir.join(STATE_FILE);
-        if let Some(record) =
-            read_record(&path)?.filter(|r| !fresh && r.status == "running" && r.backup.exists())
+        let unfinished = read_record(&path)?.filter(|r| !fresh && r.status == "running");
+        if let Some(record) = unfinished
+            .as_ref()
+            .filter(|r| r.view != LIVE && r.backup.exists())
         {
             tracing::info!(backup = %record.backup.display(), "resuming the unfinished snapshot from its backup");
             let verification = (!record.verified).then(|| {
@@ -96,35 +122,59 @@ impl SnapshotSource {
                 true => record.blake3.clone(),
                 false => record.run_id.clone(),
             };
-            return Ok(SnapshotSource {
+            let source = SnapshotSource {
                 file: record.backup.clone(),
                 fingerprint,
                 state_dir,
-                record,
+                record: record.clone(),
                 verification,
-            });
+            };
+            return Ok((source, Vec::new()));
+        }
+        if unfinished.is_some() {
+            tracing::warn!("the unfinished snapshot read the live source, whose state has moved on since: starting over (pass --from-backup for a snapshot that resumes)");
         }
         let source_path = config.require_source()?;
-        let conn = open_read_only(source_path)?;
         let position_sql = capture.then_some(CHANGE_POSITION);
-        let taken = take_backup(&conn, source_path, &state_dir, position_sql)?;
-        drop(conn);
         let now = chrono::Utc::now();
         let run_id = format!(
             "run-{}-{}",
             now.timestamp_nanos_opt().unwrap_or_default(),
             std::process::id()
         );
-        let record = SnapshotRecord {
-            backup: taken.path.clone(),
+        let mut record = SnapshotRecord {
+            backup: source_path.to_path_buf(),
+            view: LIVE.into(),
             blake3: String::new(),
             run_id: run_id.clone(),
             started_at: now.to_rfc3339(),
             status: "running".into(),
-            change_seq: taken.position,
-            verified: false,
+            change_seq: None,
+            verified: true,
             tables: tables.map(<[String]>::to_vec),
         };
+        if let Some(readers) = live_readers.filter(|_| is_wal(source_path).unwrap_or(false)) {
+            let (conns, position) = open_live_view(source_path, readers, position_sql)?;
+            record.change_seq = position;
+            record.started_at = chrono::Utc::now().to_rfc3339();
+            write_json(&path, &record)?;
+            let source = SnapshotSource {
+                file: source_path.to_path_buf(),
+                fingerprint: run_id,
+                state_dir,
+                record,
+                verification: None,
+            };
+            return Ok((source, conns));
+        }
+        let conn = open_read_only(source_path)?;
+        let taken = take_backup(&conn, source_path, &state_dir, position_sql)?;
+        drop(conn);
+        record.backup = taken.path.clone();
+        record.view = BACKUP.into();
+        record.change_seq = taken.position;
+        record.verified = false;
+        record.started_at = chrono::Utc::now().to_rfc3339();
         write_json(&path, &record)?;
         let file = taken.path.clone();
         let verification = std::thread::Builder::new()
@@ -135,13 +185,19 @@ impl SnapshotSource {
                 path: file.clone(),
                 source,
             })?;
-        Ok(SnapshotSource {
+        let source = SnapshotSource {
             file,
             fingerprint: run_id,
             state_dir,
             record,
             verification: Some(verification),
-        })
+        };
+        Ok((source, Vec::new()))
+    }
+
+    /// True when the copy reads the live source through a read view.
+    pub fn is_live(&self) -> bool {
+        self.record.view == LIVE
     }
 
     /// Waits for the backup's verification (blake3, row counts, the structure check asked for,
@@ -162,10 +218,10 @@ impl SnapshotSource {
         write_json(&self.state_dir.join(STATE_FILE), &self.record)
     }
 
-    /// blake3 of the backup: the identity of the source state copied (known once
-    /// [`SnapshotSource::verified`] returned).
-    pub fn blake3(&self) -> &str {
-        &self.record.blake3
+    /// The identity of the source state copied (see [`SnapshotRecord::identity`]; a backup's
+    /// blake3 is known once [`SnapshotSource::verified`] returned).
+    pub fn identity(&self) -> &str {
+        self.record.identity()
     }
 
     /// Records the run as complete and writes the report beside it.

@@ -9,6 +9,7 @@ pub mod introspect;
 pub mod order;
 pub mod profile;
 pub mod schema_change;
+pub mod view;
 pub mod watcher;
 
 use std::path::{Path, PathBuf};
