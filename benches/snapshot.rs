@@ -1107,7 +1107,11 @@ fn pgloader_counts(run: PgloaderRun, m: &Measured) -> String {
 
 fn method_note(has_pgloader: bool) -> String {
     let mut out = format!(
-        "Raw COPY FROM is PostgreSQL's own ingest of the rows sqlite2pg loaded: text files read \
+        "sqlite2pg runs with its defaults (plus `-v --log-format json` for its phases): the \
+         sample app's database is in WAL mode, so the copy reads it live through one read view \
+         and no backup is written (`--from-backup` would write and read a verified backup \
+         first). \
+         Raw COPY FROM is PostgreSQL's own ingest of the rows sqlite2pg loaded: text files read \
          by the server (`COPY t FROM 'file'`, tables over {DEFAULT_RANGE_ROWS} rows in chunks of \
          that size) over {JOBS} connections, then `pg_dump --section=post-data` (keys, indexes, \
          foreign keys) and ANALYZE on one connection, autovacuum off on its tables until then as \

@@ -70,10 +70,10 @@ impl SnapshotOptions {
     /// True when the copy may read the live source through one read view instead of a backup:
     /// no `--from-backup`, `--validate` or `--check-backup` (they need the copied state as a
     /// file; `--validate` compares it with the target after the load), and the source in WAL
-    /// mode (checked when it opens). It saves writing a copy of the whole file first (1.4 s of a
-    /// 7.9 s snapshot of the 389 MB sample app in the bench), at two costs: a re-run after a
-    /// failure starts over instead of resuming, and the source's `-wal` file grows until the
-    /// copy ends.
+    /// mode (checked when it opens). It saves writing a copy of the whole file first (0.5 to
+    /// 1.4 s of a 6 to 9 s snapshot of the 389 MB sample app in the bench), at two costs: a
+    /// re-run after a failure starts over instead of resuming, and the source's `-wal` file
+    /// grows until the copy ends.
     pub fn reads_live(&self) -> bool {
         !(self.from_backup || self.validate || self.check_backup)
     }
