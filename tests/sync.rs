@@ -237,6 +237,14 @@ fn checked(report: &sqlite2pg::diff::DiffReport, name: &str) -> (&'static str, O
 
 /// 100 users, 100 items, 40 kv rows and 40 pairs, snapshotted (with --validate) and captured.
 fn hundred_rows_db(dir: &Path, db: &TestDb) -> std::path::PathBuf {
+    hundred_rows_db_with(dir, db, &options())
+}
+
+fn hundred_rows_db_with(
+    dir: &Path,
+    db: &TestDb,
+    opts: &sqlite2pg::snapshot::SnapshotOptions,
+) -> std::path::PathBuf {
     let sql = format!(
         "{KEYED_TABLES}
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)
@@ -245,7 +253,37 @@ fn hundred_rows_db(dir: &Path, db: &TestDb) -> std::path::PathBuf {
          INSERT INTO kv SELECT 'k' || id, randomblob(8) FROM users WHERE id <= 40;
          INSERT INTO pairs SELECT 'x' || (id % 2), id, 'n' || id FROM users WHERE id <= 40;"
     );
-    snapshotted_db(dir, db, "hundred.db", &sql, &options())
+    snapshotted_db(dir, db, "hundred.db", &sql, opts)
+}
+
+/// A diff baseline belongs to one snapshot: a snapshot that read the live source has no backup
+/// blake3, and its run id must still tell it from the next one, or `diff --changed` after a new
+/// snapshot would trust the comparisons made against the old one.
+#[test]
+fn a_new_live_snapshot_voids_the_diff_baselines_of_the_previous_one() {
+    let dir = temp_dir();
+    let db = TestDb::new();
+    let live = sqlite2pg::snapshot::SnapshotOptions {
+        validate: false,
+        ..options()
+    };
+    let src = hundred_rows_db_with(dir.path(), &db, &live);
+    let full = run_diff(&config(&src, &db), &DiffOptions::default()).expect("diff");
+    assert!(full.identical, "{}", render_text(&full));
+    assert_eq!(
+        checked(&diff_changed(&src, &db), "users"),
+        ("changed", Some(0))
+    );
+    snapshot(&src, &db, &live).expect("a second snapshot");
+    let after = diff_changed(&src, &db);
+    assert!(after.identical, "{}", render_text(&after));
+    for t in ["users", "items", "kv", "pairs"] {
+        assert_ne!(
+            checked(&after, t).0,
+            "changed",
+            "{t}: the old baseline was used"
+        );
+    }
 }
 
 #[test]

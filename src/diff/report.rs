@@ -170,7 +170,8 @@ pub struct SourcePosition {
     pub path: String,
     pub bytes: u64,
     pub modified_at: Option<String>,
-    /// The blake3 of the snapshot's backup, when a snapshot ran from this state directory.
+    /// The identity of the snapshot, when one ran from this state directory: its backup's
+    /// blake3, or its run id when it read the live source.
     pub snapshot_fingerprint: Option<String>,
 }
 

@@ -168,15 +168,13 @@ pub fn run_diff_with_log(
     assemble(config, opts, tables, started)
 }
 
-/// The blake3 of the snapshot this state directory took, if any: a new snapshot makes every
-/// baseline of the old one meaningless.
+/// The identity of the snapshot this state directory took, if any (its backup's blake3, or its
+/// run id when it read the live source): a new snapshot makes every baseline of the old one
+/// meaningless.
 fn snapshot_fingerprint(config: &Config) -> Option<String> {
-    config
-        .state_dir()
-        .ok()
-        .and_then(|d| std::fs::read(d.join("snapshot.json")).ok())
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["blake3"].as_str().map(str::to_string))
+    let dir = config.state_dir().ok()?;
+    let record = crate::snapshot::read_snapshot_record(&dir).ok()??;
+    Some(record.identity().to_string())
 }
 
 /// Updates `table`'s baseline from a comparison: an identical whole-table comparison at a known
