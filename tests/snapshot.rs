@@ -732,6 +732,36 @@ fn a_rollback_journal_source_is_copied_from_a_backup() {
     assert_eq!(n, 2);
 }
 
+/// An application that holds its write lock past the busy timeout does not stop a snapshot: the
+/// read view needs that lock for a moment, a backup's read does not (the uncommitted row stays
+/// out, as it must).
+#[test]
+fn a_writer_holding_its_lock_past_the_busy_timeout_gets_a_snapshot_from_a_backup() {
+    let dir = temp_dir();
+    let src = dir.path().join("held.db");
+    let app = Connection::open(&src).unwrap();
+    app.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);
+         INSERT INTO t VALUES (1, 'a'), (2, 'b');
+         BEGIN IMMEDIATE;
+         INSERT INTO t VALUES (3, 'uncommitted');",
+    )
+    .unwrap();
+    let db = TestDb::new();
+    let opts = SnapshotOptions {
+        validate: false,
+        capture: false,
+        ..options()
+    };
+    let r = snapshot(&src, &db, &opts).unwrap();
+    assert_complete(&r);
+    assert!(r.snapshot_file.contains("backup-"), "{}", r.snapshot_file);
+    let n: i64 = scalar(&db, "SELECT count(*) FROM t");
+    assert_eq!(n, 2);
+    app.execute_batch("COMMIT").unwrap();
+}
+
 /// A source whose `qty INTEGER` holds one fraction and whose `at DATETIME` holds one word, far
 /// into a table split into ranges: the declared types cannot hold them, so the snapshot widens
 /// the columns (numeric, text) and copies the table again.

@@ -153,8 +153,20 @@ impl SnapshotSource {
             verified: true,
             tables: tables.map(<[String]>::to_vec),
         };
-        if let Some(readers) = live_readers.filter(|_| is_wal(source_path).unwrap_or(false)) {
-            let (conns, position) = open_live_view(source_path, readers, position_sql)?;
+        let view = live_readers
+            .filter(|_| is_wal(source_path).unwrap_or(false))
+            .and_then(
+                |readers| match open_live_view(source_path, readers, position_sql) {
+                    Ok(view) => Some(view),
+                    // A backup needs no write lock: a read-only file, or an application that
+                    // held its write lock past the busy timeout, still gets its snapshot.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot open a read view of the live source: copying from a backup instead");
+                        None
+                    }
+                },
+            );
+        if let Some((conns, position)) = view {
             record.change_seq = position;
             record.started_at = chrono::Utc::now().to_rfc3339();
             write_json(&path, &record)?;
