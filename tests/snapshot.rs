@@ -552,10 +552,9 @@ fn cli_snapshot_args(src: &Path, db: &TestDb, fault: Option<&str>, args: &[&str]
     cmd.output().expect("run sqlite2pg")
 }
 
-#[test]
-fn a_crash_at_each_fault_point_resumes_without_loss_or_duplicates() {
-    let dir = temp_dir();
-    let src = dir.path().join("app.db");
+/// The sample app at scale 0.01 in `dir`, and its number of jobs.
+fn crash_test_source(dir: &Path) -> (PathBuf, i64) {
+    let src = dir.join("app.db");
     sqlite2pg::sample_app::generate(
         &src,
         &sqlite2pg::sample_app::GenerateOptions {
@@ -564,7 +563,14 @@ fn a_crash_at_each_fault_point_resumes_without_loss_or_duplicates() {
         },
     )
     .unwrap();
-    let expected: i64 = sqlite_scalar(&src, "SELECT count(*) FROM jobs");
+    let jobs = sqlite_scalar(&src, "SELECT count(*) FROM jobs");
+    (src, jobs)
+}
+
+#[test]
+fn a_crash_at_each_fault_point_resumes_without_loss_or_duplicates() {
+    let dir = temp_dir();
+    let (src, expected) = crash_test_source(dir.path());
     for fault in [
         "snapshot.before_range_commit@2",
         "snapshot.after_range_commit@1",
@@ -647,16 +653,7 @@ fn a_crash_at_each_fault_point_resumes_without_loss_or_duplicates() {
 #[test]
 fn a_crash_while_reading_the_live_source_starts_over_without_duplicates() {
     let dir = temp_dir();
-    let src = dir.path().join("app.db");
-    sqlite2pg::sample_app::generate(
-        &src,
-        &sqlite2pg::sample_app::GenerateOptions {
-            scale: 0.01,
-            seed: 3,
-        },
-    )
-    .unwrap();
-    let expected: i64 = sqlite_scalar(&src, "SELECT count(*) FROM jobs");
+    let (src, expected) = crash_test_source(dir.path());
     let args = ["--jobs", "2", "--range-rows", "2000"];
     for fault in [
         "snapshot.after_range_commit@1",
@@ -720,12 +717,19 @@ fn a_rollback_journal_source_is_copied_from_a_backup() {
     )
     .unwrap();
     drop(conn);
+    assert_copied_from_a_backup(&src, true);
+}
+
+/// Snapshots `src` (table `t` with 2 committed rows) without `--validate`, `capture` as given,
+/// and checks that it read a backup and that exactly those rows arrived.
+fn assert_copied_from_a_backup(src: &Path, capture: bool) {
     let db = TestDb::new();
     let opts = SnapshotOptions {
         validate: false,
+        capture,
         ..options()
     };
-    let r = snapshot(&src, &db, &opts).unwrap();
+    let r = snapshot(src, &db, &opts).unwrap();
     assert_complete(&r);
     assert!(r.snapshot_file.contains("backup-"), "{}", r.snapshot_file);
     let n: i64 = scalar(&db, "SELECT count(*) FROM t");
@@ -748,17 +752,8 @@ fn a_writer_holding_its_lock_past_the_busy_timeout_gets_a_snapshot_from_a_backup
          INSERT INTO t VALUES (3, 'uncommitted');",
     )
     .unwrap();
-    let db = TestDb::new();
-    let opts = SnapshotOptions {
-        validate: false,
-        capture: false,
-        ..options()
-    };
-    let r = snapshot(&src, &db, &opts).unwrap();
-    assert_complete(&r);
-    assert!(r.snapshot_file.contains("backup-"), "{}", r.snapshot_file);
-    let n: i64 = scalar(&db, "SELECT count(*) FROM t");
-    assert_eq!(n, 2);
+    // Capture off: installing it needs the write lock too.
+    assert_copied_from_a_backup(&src, false);
     app.execute_batch("COMMIT").unwrap();
 }
 
