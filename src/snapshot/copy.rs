@@ -78,35 +78,33 @@ impl Readers {
         }
     }
 
+    /// The read view's connections not in use; `None` for a backup.
+    fn idle(&self) -> Option<std::sync::MutexGuard<'_, Vec<Connection>>> {
+        let view = self.view.as_ref()?;
+        Some(view.lock().expect("the readers' lock is not poisoned"))
+    }
+
     fn take(&self) -> Result<Connection> {
-        let Some(view) = &self.view else {
+        let Some(mut idle) = self.idle() else {
             return open_snapshot(&self.file);
         };
-        let conn = view
-            .lock()
-            .expect("the readers' lock is not poisoned")
-            .pop();
-        conn.ok_or_else(|| Error::Config {
+        idle.pop().ok_or_else(|| Error::Config {
             field: "--jobs".into(),
             reason: "more copy workers than connections in the snapshot's read view".into(),
         })
     }
 
     fn give_back(&self, conn: Connection) {
-        if let Some(view) = &self.view {
-            view.lock()
-                .expect("the readers' lock is not poisoned")
-                .push(conn);
+        if let Some(mut idle) = self.idle() {
+            idle.push(conn);
         }
     }
 
     /// Ends the read view's transactions (the copy is done): the application's checkpoints can
     /// go past it again.
     pub fn close(&self) {
-        if let Some(view) = &self.view {
-            view.lock()
-                .expect("the readers' lock is not poisoned")
-                .clear();
+        if let Some(mut idle) = self.idle() {
+            idle.clear();
         }
     }
 }

@@ -2,7 +2,8 @@
 //! one consistent view of the source (the live file through one read view, or a verified online
 //! backup), then keys, indexes, foreign keys, identities, views and statistics after the load.
 //! Re-running resumes from what the target recorded (same backup; a live read starts over) and
-//! never touches a table sqlite2pg did not create, unless told to. Keeps promise 3: a value that does not fit is quarantined and counted, never dropped.
+//! never touches a table sqlite2pg did not create, unless told to. Keeps promise 3: a value that
+//! does not fit is quarantined and counted, never dropped.
 
 pub mod copy;
 pub mod plan;
@@ -362,7 +363,7 @@ fn confirm_plans(
         outcomes.extend(run_jobs(
             load.settings,
             load.progress.attach(jobs),
-            opts.jobs.max(1),
+            opts.jobs,
         )?);
         *plan = full;
     }

@@ -142,15 +142,16 @@ impl SnapshotSource {
             now.timestamp_nanos_opt().unwrap_or_default(),
             std::process::id()
         );
-        let mut record = SnapshotRecord {
-            backup: source_path.to_path_buf(),
-            view: LIVE.into(),
+        // Written once the source state is fixed: `started_at` is when the copy could start.
+        let record = |backup: &Path, view: &str, change_seq, verified| SnapshotRecord {
+            backup: backup.to_path_buf(),
+            view: view.into(),
             blake3: String::new(),
             run_id: run_id.clone(),
-            started_at: now.to_rfc3339(),
+            started_at: chrono::Utc::now().to_rfc3339(),
             status: "running".into(),
-            change_seq: None,
-            verified: true,
+            change_seq,
+            verified,
             tables: tables.map(<[String]>::to_vec),
         };
         let view = live_readers
@@ -167,8 +168,8 @@ impl SnapshotSource {
                 },
             );
         if let Some((conns, position)) = view {
-            record.change_seq = position;
-            record.started_at = chrono::Utc::now().to_rfc3339();
+            // Nothing to verify: the copy reads the source itself.
+            let record = record(source_path, LIVE, position, true);
             write_json(&path, &record)?;
             let source = SnapshotSource {
                 file: source_path.to_path_buf(),
@@ -182,11 +183,7 @@ impl SnapshotSource {
         let conn = open_read_only(source_path)?;
         let taken = take_backup(&conn, source_path, &state_dir, position_sql)?;
         drop(conn);
-        record.backup = taken.path.clone();
-        record.view = BACKUP.into();
-        record.change_seq = taken.position;
-        record.verified = false;
-        record.started_at = chrono::Utc::now().to_rfc3339();
+        let record = record(&taken.path, BACKUP, taken.position, false);
         write_json(&path, &record)?;
         let file = taken.path.clone();
         let verification = std::thread::Builder::new()
