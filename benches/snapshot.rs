@@ -569,10 +569,11 @@ fn status_text(status: ExitStatus) -> String {
     }
 }
 
-/// Our snapshot's phases, from the state files and the JSON log: the read view (or with
-/// `--from-backup` the backup: copy, then its record),
-/// planning and DDL until the first COPY starts, the COPY, then keys, indexes, ANALYZE, foreign
-/// keys and views (a backup's blake3 and quick_check run beside the last two at low priority). Boundaries are ±a few ms (process start, log timestamps).
+/// Our snapshot's phases, from the state files and the JSON log: capture and the read view (or
+/// with `--from-backup` the backup: copy, then its record), planning and DDL until the first COPY
+/// starts, the COPY, then keys, indexes, ANALYZE, foreign keys and views (a backup's blake3 and
+/// quick_check run beside the last two at low priority). Boundaries are ±a few ms (process
+/// start, log timestamps).
 fn ours_phases(state: &Path, log: &str, t0: SystemTime, wall: f64) -> Vec<(&'static str, f64)> {
     let since_t0 = |t: SystemTime| t.duration_since(t0).map_or(0.0, |d| d.as_secs_f64());
     let record = read_json(&state.join("snapshot.json"));
@@ -580,15 +581,19 @@ fn ours_phases(state: &Path, log: &str, t0: SystemTime, wall: f64) -> Vec<(&'sta
     let live = record["view"] == "live";
     let verified = record["started_at"].as_str().map(parse_time);
     let verified = since_t0(verified.expect("snapshot.json has started_at"));
-    let written = match live {
-        // The record is written the instant the read view opened.
-        true => verified,
+    // The record is written the instant the read view opened, or once the backup was taken.
+    let mut phases = match live {
+        true => vec![("capture, open the live source's read view", verified)],
         false => {
             let backup = record["backup"]
                 .as_str()
                 .expect("snapshot.json names its backup");
             let written = fs::metadata(backup).and_then(|m| m.modified());
-            since_t0(written.expect("stat the snapshot's backup"))
+            let written = since_t0(written.expect("stat the snapshot's backup"));
+            vec![
+                ("backup: backup API copy", written),
+                ("backup: close it, write snapshot.json", verified - written),
+            ]
         }
     };
     let copy_start = first_copy_start(log).map_or(verified, since_t0);
@@ -598,24 +603,13 @@ fn ours_phases(state: &Path, log: &str, t0: SystemTime, wall: f64) -> Vec<(&'sta
     let total = report["total_seconds"]
         .as_f64()
         .expect("report has total_seconds");
-    let first: [(&'static str, f64); 2] = match live {
-        true => [
-            ("capture, open the live source's read view", written),
-            ("(no backup to write)", verified - written),
-        ],
-        false => [
-            ("backup: backup API copy", written),
-            ("backup: close it, write snapshot.json", verified - written),
-        ],
-    };
-    vec![
-        first[0],
-        first[1],
+    phases.extend([
         ("plan + schema + DDL", copy_start - verified),
         ("COPY BINARY (2 workers)", load - copy_start),
         ("keys, indexes, FKs, views, ANALYZE", total - load),
         ("process start and exit", wall - total),
-    ]
+    ]);
+    phases
 }
 
 fn read_json(path: &Path) -> serde_json::Value {
